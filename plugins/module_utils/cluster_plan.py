@@ -1,0 +1,446 @@
+"""The cluster plan: every cross-host decision of a deployment, made once, in plain Python.
+
+Why this exists: multi-node SGLang breaks late and silently when two nodes disagree (a rank
+computed twice, a port reused, a tp that does not divide over the nodes). So the whole inventory
+is validated here on the controller before any host is contacted, and the result (ranks,
+rendezvous address, GPUs per node, ports, interface identity) is the one source every role
+reads. Nothing recomputes these values in Jinja.
+
+Input is plain data (groups and per-host variables), output is plain data; the action plugin
+`sglang_ops.cluster.cluster_plan` is a thin adapter around `build_plan`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+ROOT_GROUP = "sglang_nodes"
+HEAD_GROUP = "ray_head"
+
+# Defaults of every variable the plan reads. meta/argument_specs.yml of the preflight role
+# documents the same values; tests/unit/test_argument_specs.py keeps the two equal.
+DEFAULTS = {
+    "cluster_interface": None,
+    "cluster_ip": None,
+    "cluster_cidrs": [],
+    "cluster_gpus_per_node": None,
+    "cluster_gpu_ids": None,
+    "cluster_gpus_fake": False,
+    "cluster_user": "sglang",
+    "cluster_venv_dir": "/opt/sglang/venv",
+    "sglang_model_path": None,
+    "sglang_tp": None,
+    "sglang_pp": 1,
+    "sglang_dp": 1,
+    "sglang_enable_dp_attention": False,
+    "sglang_backend": "native",
+    "sglang_node_rank": None,
+    "sglang_port": 30000,
+    "sglang_dist_init_port": 20000,
+    "sglang_dist_port_span": 100,
+    "sglang_api_key_required": False,
+    "sglang_extra_args": [],
+    "ray_gcs_port": 6379,
+    "ray_node_manager_port": 6380,
+    "ray_object_manager_port": 6381,
+    "ray_runtime_env_agent_port": 6382,
+    "ray_dashboard_agent_grpc_port": 6383,
+    "ray_dashboard_agent_listen_port": 6384,
+    "ray_metrics_export_port": 6385,
+    "ray_dashboard_port": 8265,
+    "ray_client_server_port": 10001,
+    "ray_min_worker_port": 11000,
+    "ray_max_worker_port": 11499,
+}
+
+BACKENDS = ("native", "ray")
+# Same value on every host of a model group (they describe one SGLang server).
+GROUP_KEYS = (
+    "sglang_model_path", "sglang_tp", "sglang_pp", "sglang_dp", "sglang_enable_dp_attention",
+    "sglang_backend", "sglang_port", "sglang_dist_init_port", "sglang_dist_port_span",
+    "sglang_api_key_required", "sglang_extra_args",
+)
+RAY_PORT_KEYS = (
+    "ray_gcs_port", "ray_node_manager_port", "ray_object_manager_port",
+    "ray_runtime_env_agent_port", "ray_dashboard_agent_grpc_port",
+    "ray_dashboard_agent_listen_port", "ray_metrics_export_port", "ray_dashboard_port",
+    "ray_client_server_port",
+)
+# Same value on every host of the cluster (one Ray cluster, one install layout).
+CLUSTER_KEYS = RAY_PORT_KEYS + ("ray_min_worker_port", "ray_max_worker_port", "cluster_user",
+                                "cluster_venv_dir")
+# SGLang computes these itself from the plan; an operator passing them would split the truth.
+MANAGED_FLAGS = (
+    "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
+    "--pp-size", "--dp", "--dp-size", "--nnodes", "--node-rank", "--dist-init-addr",
+    "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray",
+)
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class PlanError(Exception):
+    """All problems found in the inventory, each naming the host, the variable and the fix."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def format_hostport(ip, port):
+    """`ip:port`, with IPv6 in brackets (SGLang reads `fd00::20000` as host `fd00:`)."""
+    return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    def __init__(self, hostvars):
+        self.hostvars = hostvars
+        self.problems = []
+
+    def get(self, host, key):
+        value = self.hostvars.get(host, {}).get(key)
+        return DEFAULTS[key] if value is None else value
+
+    def fail(self, host, key, problem, fix):
+        self.problems.append("%s: %s: %s. Fix: %s" % (host, key, problem, fix))
+
+    def positive_int(self, host, key, minimum=1):
+        value = self.get(host, key)
+        if not _is_int(value) or value < minimum:
+            self.fail(host, key, "%r is not an integer >= %d" % (value, minimum),
+                      "set %s to an integer >= %d" % (key, minimum))
+            return None
+        return value
+
+    def port(self, host, key):
+        value = self.get(host, key)
+        if not _is_int(value) or not 1 <= value <= 65535:
+            self.fail(host, key, "%r is not a TCP port (1-65535)" % (value,),
+                      "set %s to a free port between 1024 and 65535" % key)
+            return None
+        return value
+
+
+def _cluster_ip(chk, host):
+    explicit = chk.get(host, "cluster_ip")
+    source, value = ("cluster_ip", explicit) if explicit else (
+        "ansible_host", chk.hostvars.get(host, {}).get("ansible_host") or host)
+    try:
+        return ipaddress.ip_address(str(value)), source
+    except ValueError:
+        chk.fail(host, source if explicit else "cluster_ip",
+                 "%r is not an IP address, and no cluster_ip is set" % (value,)
+                 if not explicit else "%r is not an IP address" % (value,),
+                 "set cluster_ip to the address this host uses on the cluster interface")
+        return None, source
+
+
+def _check_identity(chk, host, cidrs):
+    """The node's one network identity: interface name and cluster IP."""
+    ifname = chk.get(host, "cluster_interface")
+    if not ifname:
+        chk.fail(host, "cluster_interface", "not set",
+                 "set cluster_interface to the NIC that carries cluster traffic (e.g. eth0, ib0); "
+                 "it becomes NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME")
+    elif not isinstance(ifname, str) or not IFNAME.match(ifname):
+        chk.fail(host, "cluster_interface", "%r is not a Linux interface name" % (ifname,),
+                 "use the exact name `ip -br link` shows (at most 15 characters)")
+    ip, _ = _cluster_ip(chk, host)
+    if ip is not None and cidrs and not any(ip in net for net in cidrs):
+        chk.fail(host, "cluster_ip", "%s is outside cluster_cidrs %s" % (ip, [str(n) for n in cidrs]),
+                 "add this host's network to cluster_cidrs or fix its cluster_ip")
+    return ifname, ip
+
+
+def _check_gpus(chk, host):
+    count = chk.get(host, "cluster_gpus_per_node")
+    if count is None:
+        chk.fail(host, "cluster_gpus_per_node", "not set",
+                 "set cluster_gpus_per_node to the node's GPU count (the lab sets it together "
+                 "with cluster_gpus_fake: true)")
+        return None, None
+    if not _is_int(count) or count < 0:
+        chk.fail(host, "cluster_gpus_per_node", "%r is not an integer >= 0" % (count,),
+                 "set cluster_gpus_per_node to the number of GPUs `nvidia-smi -L` lists")
+        return None, None
+    ids = chk.get(host, "cluster_gpu_ids")
+    if ids is None:
+        return count, list(range(count))
+    if not isinstance(ids, list) or not all(_is_int(i) for i in ids) or not ids:
+        chk.fail(host, "cluster_gpu_ids", "%r is not a non-empty list of GPU indexes" % (ids,),
+                 "list the GPU indexes to use, e.g. [0, 1, 2, 3], or leave it unset for all")
+        return count, None
+    if len(set(ids)) != len(ids):
+        chk.fail(host, "cluster_gpu_ids", "%r names a GPU twice" % (ids,), "list each GPU once")
+        return count, None
+    missing = [i for i in ids if not 0 <= i < count]
+    if missing:
+        chk.fail(host, "cluster_gpu_ids",
+                 "GPU %s does not exist on a node with %d GPUs" % (missing, count),
+                 "use indexes 0..%d (CUDA_VISIBLE_DEVICES is built from this list)" % (count - 1))
+        return count, None
+    return count, sorted(ids)
+
+
+def _check_group_uniform(chk, group, hosts, keys):
+    first = hosts[0]
+    for key in keys:
+        want = chk.get(first, key)
+        for host in hosts[1:]:
+            have = chk.get(host, key)
+            if have != want:
+                chk.fail(host, key, "%r differs from %r on %s in %s" % (have, want, first, group),
+                         "set %s once for the group %s (group_vars), not per host" % (key, group))
+
+
+def _ranks(chk, group, hosts):
+    """Node ranks: inventory order, unless every host pins sglang_node_rank."""
+    pinned = {h: chk.get(h, "sglang_node_rank") for h in hosts}
+    if all(v is None for v in pinned.values()):
+        return {h: i for i, h in enumerate(hosts)}
+    if any(v is None for v in pinned.values()):
+        for h in hosts:
+            if pinned[h] is None:
+                chk.fail(h, "sglang_node_rank", "set on some hosts of %s but not this one" % group,
+                         "pin sglang_node_rank on every host of the group or on none")
+        return None
+    if sorted(pinned.values()) != list(range(len(hosts))):
+        chk.fail(group, "sglang_node_rank", "pinned ranks %s are not 0..%d each once"
+                 % (sorted(pinned.values()), len(hosts) - 1), "give each host a distinct rank 0..n-1")
+        return None
+    return pinned
+
+
+def _check_parallelism(chk, group, hosts, gpus_used):
+    first = hosts[0]
+    nnodes = len(hosts)
+    pp = chk.positive_int(first, "sglang_pp")
+    dp = chk.positive_int(first, "sglang_dp")
+    tp = chk.get(first, "sglang_tp")
+    if gpus_used is None or pp is None or dp is None:
+        return None
+    total = nnodes * gpus_used
+    if tp is None:
+        tp = total // pp
+    if not _is_int(tp) or tp < 1:
+        chk.fail(group, "sglang_tp", "%r is not an integer >= 1" % (tp,),
+                 "set sglang_tp to the total tensor-parallel size over all nodes of the group")
+        return None
+    if tp * pp != total:
+        chk.fail(group, "sglang_tp", "tp %d x pp %d = %d, but %d nodes x %d GPUs = %d"
+                 % (tp, pp, tp * pp, nnodes, gpus_used, total),
+                 "set sglang_tp to %d / sglang_pp (every GPU of the group takes one shard)" % total)
+        return None
+    if dp > 1:
+        if nnodes > 1 and not chk.get(first, "sglang_enable_dp_attention"):
+            chk.fail(group, "sglang_dp", "dp %d over %d nodes without DP attention" % (dp, nnodes),
+                     "set sglang_enable_dp_attention: true, or use separate model groups as replicas")
+        elif tp % dp:
+            chk.fail(group, "sglang_dp", "dp %d does not divide tp %d" % (dp, tp),
+                     "choose sglang_dp among the divisors of %d" % tp)
+    return {"tp": tp, "pp": pp, "dp": dp}
+
+
+def _check_extra_args(chk, group, first):
+    extra = chk.get(first, "sglang_extra_args")
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        chk.fail(group, "sglang_extra_args", "%r is not a list of strings" % (extra,),
+                 "write one list item per argument, e.g. ['--mem-fraction-static', '0.85']")
+        return []
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if flag in MANAGED_FLAGS:
+            chk.fail(group, "sglang_extra_args", "%s is set by the cluster plan" % flag,
+                     "remove it; set the matching sglang_* variable instead")
+    return extra
+
+
+def _host_ports(chk, host, group_ports, span):
+    """Every port this host will bind, checked for range and collision.
+
+    group_ports: the group's single ports (HTTP, dist-init); span: how many ports SGLang may
+    take just above dist-init (its TCPStore neighbours), which must stay clear of everything.
+    """
+    singles = [(key, chk.port(host, key)) for key in RAY_PORT_KEYS] + list(group_ports.items())
+    singles = [(k, v) for k, v in singles if v is not None]
+    ranges = []
+    lo, hi = chk.port(host, "ray_min_worker_port"), chk.port(host, "ray_max_worker_port")
+    if lo is not None and hi is not None:
+        if lo > hi:
+            chk.fail(host, "ray_min_worker_port", "%d is above ray_max_worker_port %d" % (lo, hi),
+                     "make ray_min_worker_port <= ray_max_worker_port")
+        else:
+            ranges.append(("ray_min_worker_port", "Ray worker ports", lo, hi))
+    dist = group_ports.get("sglang_dist_init_port")
+    if dist is not None and span:
+        ranges.append(("sglang_dist_init_port", "SGLang dist-init ports", dist, dist + span))
+    owner = {}
+    for key, port in singles:
+        if port in owner:
+            chk.fail(host, key, "port %d is also %s" % (port, owner[port]),
+                     "give each service its own port")
+        owner.setdefault(port, key)
+        for range_key, name, start, end in ranges:
+            if key != range_key and start <= port <= end:
+                chk.fail(host, key, "port %d falls in the %s %d-%d" % (port, name, start, end),
+                         "move %s out of %d-%d" % (key, start, end))
+    if len(ranges) == 2 and ranges[0][2] <= ranges[1][3] and ranges[1][2] <= ranges[0][3]:
+        chk.fail(host, "ray_min_worker_port", "Ray worker ports %d-%d overlap the SGLang dist-init "
+                 "ports %d-%d" % (lo, hi, dist, dist + span), "move the Ray worker port range")
+    ports = dict(singles)
+    ports.update(ray_min_worker_port=lo, ray_max_worker_port=hi)
+    return ports
+
+
+def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
+    """Validate the inventory and return the cluster plan, or raise PlanError with every problem.
+
+    model_groups: ordered {group name: [host, ...]} (children of `sglang_nodes`).
+    hostvars:     {host: {variable: value}} with the inventory's variables.
+    root_hosts:   every host of `sglang_nodes`, to find hosts that belong to no model group.
+    ray_head:     the host of the `ray_head` group, if the operator set one.
+    """
+    chk = _Checker(hostvars)
+    if not model_groups or not any(model_groups.values()):
+        raise PlanError(["%s: (inventory): no model group with hosts under %s. Fix: add a child "
+                         "group per model (e.g. llama405b) with its hosts under %s"
+                         % (ROOT_GROUP, ROOT_GROUP, ROOT_GROUP)])
+
+    member = {}
+    for group, hosts in model_groups.items():
+        if not hosts:
+            chk.fail(group, "hosts", "model group has no hosts", "add hosts or remove the group")
+        for host in hosts:
+            if host in member:
+                chk.fail(host, "groups", "in two model groups (%s and %s)" % (member[host], group),
+                         "a node serves one model: keep it in one group")
+            else:
+                member[host] = group
+    all_hosts = list(member)
+    for host in root_hosts or []:
+        if host not in member:
+            chk.fail(host, "groups", "in %s but in no model group" % ROOT_GROUP,
+                     "put the host under one model group (a child of %s)" % ROOT_GROUP)
+
+    cidrs = []
+    raw_cidrs = chk.get(all_hosts[0], "cluster_cidrs")
+    if not isinstance(raw_cidrs, list):
+        chk.fail(all_hosts[0], "cluster_cidrs", "%r is not a list" % (raw_cidrs,),
+                 "write cluster_cidrs as a list, e.g. ['10.0.0.0/24']")
+        raw_cidrs = []
+    for cidr in raw_cidrs:
+        try:
+            cidrs.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError:
+            chk.fail(all_hosts[0], "cluster_cidrs", "%r is not a CIDR" % (cidr,),
+                     "write networks as ADDRESS/PREFIX, e.g. 10.0.0.0/24 or fd00::/64")
+
+    _check_group_uniform(chk, "the cluster", all_hosts, CLUSTER_KEYS)
+    user = chk.get(all_hosts[0], "cluster_user")
+    if not isinstance(user, str) or not USERNAME.match(user) or user == "root":
+        chk.fail(all_hosts[0], "cluster_user", "%r is not an unprivileged user name" % (user,),
+                 "use a dedicated system user such as sglang")
+    venv = chk.get(all_hosts[0], "cluster_venv_dir")
+    if not isinstance(venv, str) or not venv.startswith("/") or venv.rstrip("/") in ("", "/usr"):
+        chk.fail(all_hosts[0], "cluster_venv_dir", "%r is not a dedicated absolute path" % (venv,),
+                 "use a path of its own such as /opt/sglang/venv")
+
+    nodes, seen_ips = {}, {}
+    for host in all_hosts:
+        ifname, ip = _check_identity(chk, host, cidrs)
+        count, ids = _check_gpus(chk, host)
+        if ip is not None:
+            if ip in seen_ips:
+                chk.fail(host, "cluster_ip", "%s is also the cluster IP of %s" % (ip, seen_ips[ip]),
+                         "give every node its own cluster_ip")
+            seen_ips[ip] = host
+        nodes[host] = {
+            "group": member[host], "cluster_interface": ifname,
+            "cluster_ip": str(ip) if ip is not None else None,
+            "gpu_count": count, "gpu_ids": ids,
+            "cuda_visible_devices": ",".join(str(i) for i in ids) if ids else "",
+            "num_gpus": len(ids) if ids else 0,
+            "gpus_fake": bool(chk.get(host, "cluster_gpus_fake")),
+            "user": user, "venv_dir": venv,
+        }
+
+    families = {ipaddress.ip_address(n["cluster_ip"]).version for n in nodes.values() if n["cluster_ip"]}
+    if len(families) > 1:
+        v4 = [h for h, n in nodes.items() if n["cluster_ip"] and ":" not in n["cluster_ip"]]
+        v6 = [h for h, n in nodes.items() if n["cluster_ip"] and ":" in n["cluster_ip"]]
+        chk.fail(", ".join(v6), "cluster_ip", "IPv6 while %s use IPv4" % ", ".join(v4),
+                 "use one address family for the whole cluster (NCCL and Ray need one)")
+
+    groups = {}
+    for group, hosts in model_groups.items():
+        if not hosts:
+            continue
+        _check_group_uniform(chk, group, hosts, GROUP_KEYS)
+        first = hosts[0]
+        counts = {nodes[h]["num_gpus"] for h in hosts}
+        if len(counts) > 1:
+            chk.fail(group, "cluster_gpu_ids", "GPUs per node differ: %s"
+                     % {h: nodes[h]["num_gpus"] for h in hosts},
+                     "use the same number of GPUs on every node of a group")
+        gpus_used = counts.pop() if len(counts) == 1 and None not in counts else None
+        par = _check_parallelism(chk, group, hosts, gpus_used)
+        model = chk.get(first, "sglang_model_path")
+        if not isinstance(model, str) or not model.strip():
+            chk.fail(group, "sglang_model_path", "empty",
+                     "set sglang_model_path to a Hugging Face id or a local model directory")
+        backend = chk.get(first, "sglang_backend")
+        if backend not in BACKENDS:
+            chk.fail(group, "sglang_backend", "unknown backend %r" % (backend,),
+                     "use one of %s" % ", ".join(BACKENDS))
+        if chk.get(first, "sglang_api_key_required") and not hostvars.get(first, {}).get("_api_key_set"):
+            chk.fail(group, "sglang_api_key", "required (sglang_api_key_required) but not set",
+                     "put sglang_api_key in a vault-encrypted group_vars file")
+        _check_extra_args(chk, group, first)
+        group_ports = {"sglang_port": chk.port(first, "sglang_port"),
+                       "sglang_dist_init_port": chk.port(first, "sglang_dist_init_port")}
+        span = chk.positive_int(first, "sglang_dist_port_span", minimum=0)
+        host_ports = {h: _host_ports(chk, h, group_ports, span) for h in hosts}
+        ranks = _ranks(chk, group, hosts) or {}
+        ordered = sorted(hosts, key=lambda h: ranks.get(h, 0))
+        rank0 = ordered[0]
+        for host in hosts:
+            nodes[host].update(node_rank=ranks.get(host), ports=host_ports[host])
+        dist_port = group_ports["sglang_dist_init_port"]
+        groups[group] = dict(
+            par or {}, hosts=ordered, nnodes=len(hosts), rank0=rank0, backend=backend,
+            model_path=model, http_port=group_ports["sglang_port"],
+            dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
+            if nodes[rank0]["cluster_ip"] and dist_port else None,
+            api_key_required=bool(chk.get(first, "sglang_api_key_required")),
+        )
+
+    head = ray_head or all_hosts[0]
+    if head not in nodes:
+        chk.fail(head, "ray_head", "the Ray head is not a node of %s" % ROOT_GROUP,
+                 "put a host of %s in the ray_head group" % ROOT_GROUP)
+    if chk.problems:
+        raise PlanError(chk.problems)
+
+    for host, node in nodes.items():
+        node["is_ray_head"] = host == head
+    gcs_port = chk.get(head, "ray_gcs_port")
+    return {
+        "version": 1,
+        "ip_version": families.pop() if families else 4,
+        "hosts": all_hosts,
+        "ray": {
+            "head": head, "head_ip": nodes[head]["cluster_ip"],
+            "gcs_address": format_hostport(nodes[head]["cluster_ip"], gcs_port),
+            "nodes": len(all_hosts), "gpus": sum(n["num_gpus"] for n in nodes.values()),
+            "workers": [h for h in all_hosts if h != head],
+            "members": {h: nodes[h]["cluster_ip"] for h in all_hosts},
+        },
+        "cidrs": [str(n) for n in cidrs],
+        "groups": groups,
+        "nodes": nodes,
+    }

@@ -1,0 +1,72 @@
+"""Where pip takes packages from, and what exactly it installs: online index or a wheelhouse.
+
+Why this exists: air-gapped clusters and the lab install from a wheelhouse the controller
+serves; the flags differ in ways that fail quietly (pip ignores a plain-HTTP find-links URL
+without --trusted-host and then reports "No matching distribution").
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+MODES = ("online", "offline")
+
+
+def pip_source_args(mode, wheelhouse_url=None, index_url=None):
+    """pip options for `mode`: the index (online) or only the wheelhouse (offline)."""
+    if mode not in MODES:
+        raise ValueError("sglang_install_mode %r: use one of %s" % (mode, ", ".join(MODES)))
+    if mode == "online":
+        return ["--index-url", index_url] if index_url else []
+    if not wheelhouse_url:
+        raise ValueError("sglang_install_mode offline needs sglang_wheelhouse_url "
+                         "(http://controller:port/ or a directory on the node)")
+    args = ["--no-index", "--find-links", wheelhouse_url]
+    parsed = urlparse(wheelhouse_url)
+    if parsed.scheme == "http":
+        args += ["--trusted-host", parsed.hostname]
+    return args
+
+
+def pinned_requirements(packages, versions):
+    """`name==version` for each package; every package must have a pin."""
+    missing = [p for p in packages if p not in versions]
+    if missing:
+        raise ValueError("no version pinned for %s in sglang_versions" % ", ".join(missing))
+    return ["%s==%s" % (p, versions[p]) for p in packages]
+
+
+def normalize_name(name):
+    """PEP 503 name: `Foo_Bar.baz` and `foo-bar-baz` are the same project."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_pin(requirement):
+    """`name==version` -> (normalized name, version); anything looser is refused."""
+    name, sep, version = requirement.partition("==")
+    if not sep or not name.strip() or not version.strip() or any(c in version for c in "<>=!~*,"):
+        raise ValueError("%r is not an exact pin (name==version)" % (requirement,))
+    return normalize_name(name.strip()), version.strip()
+
+
+def version_matches(installed, pinned):
+    """`2.13.0+cpu` satisfies `==2.13.0` (a local build label), as pip itself treats it."""
+    if installed == pinned:
+        return True
+    return "+" not in pinned and installed.split("+", 1)[0] == pinned
+
+
+def plan_install(requirements, installed):
+    """What pip must do for the pins to hold.
+
+    installed: {normalized name: version} read from the venv.
+    Returns [{name, want, have}] for every pin that is missing or at another version.
+    """
+    todo = []
+    for req in requirements:
+        name, want = parse_pin(req)
+        have = installed.get(name)
+        if have is None or not version_matches(have, want):
+            todo.append({"name": name, "want": want, "have": have})
+    return todo

@@ -1,0 +1,54 @@
+"""Reading a live Ray cluster's membership, and judging it against what the plan expects.
+
+Why this exists: a worker that fails to join is silent in Ray, and `ray status` text is made
+for eyes. The probe below runs inside the cluster's own venv (the module's interpreter has no
+Ray), prints JSON, and the verdict is plain Python that unit tests cover.
+"""
+
+from __future__ import annotations
+
+# Run as `<venv>/bin/python -c PROBE '<json args>'`: joins as a driver once and polls
+# until the expectation holds or the timeout passes, so the wait costs one connection.
+PROBE = r"""
+import json, sys, time
+args = json.loads(sys.argv[1])
+import ray
+ray.init(address=args["address"], log_to_driver=False, logging_level="ERROR")
+deadline = time.monotonic() + args["timeout"]
+want_ips = set(args["expect_ips"])
+while True:
+    nodes = [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
+              "alive": bool(n["Alive"]), "gpus": n.get("Resources", {}).get("GPU", 0.0),
+              "cpus": n.get("Resources", {}).get("CPU", 0.0)} for n in ray.nodes()]
+    alive = [n for n in nodes if n["alive"]]
+    gpus = sum(n["gpus"] for n in alive)
+    if (want_ips <= {n["ip"] for n in alive} and gpus >= args["expect_gpus"]) or time.monotonic() >= deadline:
+        break
+    time.sleep(1)
+print(json.dumps({"ray_version": ray.__version__, "nodes": nodes}))
+"""
+
+
+def summarize(nodes, expect=None, expect_gpus=0):
+    """Totals, and which expected hosts are not alive in the cluster.
+
+    nodes:  [{ip, alive, gpus, ...}] as the probe prints them (dead nodes stay listed by Ray).
+    expect: {host: cluster_ip} of the nodes that must have joined.
+    """
+    alive = [n for n in nodes if n["alive"]]
+    alive_ips = {n["ip"] for n in alive}
+    gpus = sum(float(n.get("gpus") or 0) for n in alive)
+    missing = sorted(h for h, ip in (expect or {}).items() if ip not in alive_ips)
+    problems = []
+    if missing:
+        problems.append("not alive in the Ray cluster: %s" % ", ".join(
+            "%s (%s)" % (h, expect[h]) for h in missing))
+    if gpus < expect_gpus:
+        problems.append("%g GPUs alive, %d expected" % (gpus, expect_gpus))
+    return {
+        "alive_nodes": len(alive),
+        "dead_nodes": len(nodes) - len(alive),
+        "gpus_total": gpus,
+        "missing": missing,
+        "problems": problems,
+    }

@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""Local lab: systemd Debian hosts in rootful podman, reachable over SSH like real servers.
+
+Why this exists: there is no GPU cluster in CI, yet every role must run for real against
+systemd, sshd and nftables. The lab boots N podman containers with systemd as PID 1 on one
+bridge with fixed IPv4/IPv6 addresses (and a MAC derived from the IPv4, so neighbours' ARP
+caches stay valid when a host is recreated), writes an Ansible inventory for them and serves
+a wheelhouse on the bridge gateway, because the hosts cannot reach a package index.
+Molecule's create/destroy call this same tool, so there is one way test hosts are made.
+
+    lab.py deps                 install/check the podman stack (Debian, root)
+    lab.py image [--force]      build the cached host image with debootstrap
+    lab.py wheels               download the pinned wheels for the hosts' Python
+    lab.py up [-n N]            deps + image + hosts + wheelhouse + inventory
+    lab.py down                 remove this prefix's hosts (and the wheel server if none remain)
+    lab.py list                 name, IPv4, IPv6, state
+    lab.py inventory            print the inventory path (written by `up`)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/sglang-lab"))
+KEY = CACHE / "id_ed25519"
+WHEELHOUSE = CACHE / "wheelhouse"
+SERVER_PID = CACHE / "wheelhouse.pid"
+IMAGE = os.environ.get("LAB_IMAGE", "localhost/sglang-lab:bookworm")
+NETWORK = os.environ.get("LAB_NETWORK", "sglab")
+NET4 = ipaddress.ip_network(os.environ.get("LAB_NET4", "10.89.78.0/24"))
+NET6 = ipaddress.ip_network(os.environ.get("LAB_NET6", "fd42:5a6c:78::/64"))
+GATEWAY4 = NET4.network_address + 1
+WHEEL_PORT = int(os.environ.get("LAB_WHEEL_PORT", "8765"))
+MIRROR = os.environ.get("LAB_MIRROR", "")
+MAX_HOSTS = 8
+
+APT_PACKAGES = [
+    "podman", "runc", "conmon", "netavark", "aardvark-dns", "iptables", "nftables",
+    "debootstrap", "openssh-client", "ca-certificates", "zstd", "curl", "python3", "python3-venv",
+]
+# No systemd on the machine to manage cgroups and no journald: cgroupfs + file events.
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+
+[network]
+network_backend = "netavark"
+"""
+# netbase: /etc/protocols + /etc/services, without which `nft -f` cannot resolve "icmp".
+IMAGE_PACKAGES = (
+    "systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,python3-apt,sudo,iproute2,"
+    "nftables,procps,curl,ca-certificates,iputils-ping,netbase,netcat-openbsd"
+)
+# Units that make no sense in a container: no tty, no udev, no real kernel filesystems.
+MASKED_UNITS = [
+    "getty@.service", "serial-getty@.service", "console-getty.service", "getty.target",
+    "systemd-udevd.service", "systemd-udev-trigger.service", "systemd-udev-settle.service",
+    "systemd-udevd-control.socket", "systemd-udevd-kernel.socket", "systemd-remount-fs.service",
+    "systemd-firstboot.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "sys-fs-fuse-connections.mount", "apt-daily.timer",
+    "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer", "systemd-tmpfiles-clean.timer",
+]
+HOSTKEY_UNIT = """\
+[Unit]
+Description=Generate this host's SSH host key (the image ships none)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+[Install]
+WantedBy=ssh.service
+"""
+SSHD_CONF = """\
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UseDNS no
+"""
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str, check: bool = True, capture: bool = False, **kw) -> subprocess.CompletedProcess:
+    if capture:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+def out(*cmd: str) -> str:
+    return run(*cmd, capture=True).stdout.strip()
+
+
+# --- addressing (pure, unit-tested) -------------------------------------------------------
+
+def host_ipv4(index: int, first: int) -> str:
+    """Address of host `index` (1-based): host 1 gets .first."""
+    return str(NET4.network_address + first + index - 1)
+
+
+def host_ipv6(index: int, first: int) -> str:
+    return str(NET6.network_address + first + index - 1)
+
+
+def host_mac(ipv4: str) -> str:
+    """02:00 + the four IPv4 bytes: stable across re-creation, so ARP caches stay right."""
+    return "02:00:" + ":".join(f"{int(b):02x}" for b in ipv4.split("."))
+
+
+def lab_hosts(prefix: str, count: int, first: int) -> list[dict]:
+    if not 1 <= count <= MAX_HOSTS:
+        raise SystemExit(f"lab: -n must be between 1 and {MAX_HOSTS}, got {count}")
+    return [{"name": f"{prefix}{i}", "ipv4": host_ipv4(i, first), "ipv6": host_ipv6(i, first),
+             "mac": host_mac(host_ipv4(i, first))} for i in range(1, count + 1)]
+
+
+def render_inventory(hosts: list[dict], group: str) -> dict:
+    """Inventory for lab hosts: one model group under sglang_nodes, root over SSH with the lab key."""
+    return {"all": {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(KEY),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        },
+        "children": {"sglang_nodes": {"children": {group: {
+            "hosts": {h["name"]: {"ansible_host": h["ipv4"], "lab_ipv6": h["ipv6"]} for h in hosts},
+        }}}},
+    }}
+
+
+# --- machine setup ------------------------------------------------------------------------
+
+def deps(_args=None) -> None:
+    missing = [b for b in ("podman", "debootstrap", "zstd", "nft", "iptables") if not shutil.which(b)]
+    conf = Path("/etc/containers/containers.conf")
+    if missing or not conf.exists() or conf.read_text() != CONTAINERS_CONF:
+        if not shutil.which("apt-get"):
+            raise SystemExit(f"lab: missing {missing} and no apt-get: install the podman stack by hand")
+        log(f"installing the podman stack (missing: {', '.join(missing) or 'config'})")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run("apt-get", "update", "-qq", env=env)
+        # --no-install-recommends: rootless extras (buildah, fuse-overlayfs, slirp4netns) are not needed.
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES, env=env,
+            stdout=subprocess.DEVNULL)
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(CONTAINERS_CONF)
+    # Forwarding carries host<->container NAT; netavark sets it only when it creates a network.
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+        run("sysctl", "-qw", f"{key}=1")
+
+
+def image_hash() -> str:
+    h = hashlib.sha256()
+    for part in (IMAGE_PACKAGES, "\n".join(MASKED_UNITS), HOSTKEY_UNIT, SSHD_CONF, MIRROR,
+                 KEY.with_suffix(".pub").read_text()):
+        h.update(part.encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_key() -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if not KEY.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sglang-lab", "-f", str(KEY))
+
+
+def image(args=None) -> None:
+    ensure_key()
+    want = image_hash()
+    have = run("podman", "image", "inspect", "--format", '{{index .Labels "lab.hash"}}', IMAGE,
+               check=False, capture=True).stdout.strip()
+    if have == want and not getattr(args, "force", False):
+        log(f"image {IMAGE} up to date ({want})")
+        return
+    t0 = time.monotonic()
+    log(f"building {IMAGE} with debootstrap (about a minute)")
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        root = Path(tmp) / "rootfs"
+        run("debootstrap", "--variant=minbase", f"--include={IMAGE_PACKAGES}", "bookworm", str(root),
+            *([MIRROR] if MIRROR else []), stdout=subprocess.DEVNULL)
+        for unit in MASKED_UNITS:
+            link = root / "etc/systemd/system" / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to("/dev/null")
+        for ssh_key in (root / "etc/ssh").glob("ssh_host_*"):
+            ssh_key.unlink()
+        (root / "etc/systemd/system/ssh-hostkey.service").write_text(HOSTKEY_UNIT)
+        (root / "etc/ssh/sshd_config.d/lab.conf").write_text(SSHD_CONF)
+        run("chroot", str(root), "systemctl", "enable", "ssh.service", "ssh-hostkey.service",
+            capture=True)
+        dot_ssh = root / "root/.ssh"
+        dot_ssh.mkdir(mode=0o700, exist_ok=True)
+        (dot_ssh / "authorized_keys").write_text(KEY.with_suffix(".pub").read_text())
+        (dot_ssh / "authorized_keys").chmod(0o600)
+        # Empty machine-id: each host gets its own at boot.
+        (root / "etc/machine-id").write_text("")
+        (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+        for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*",
+                        "usr/share/doc/*", "usr/share/man/*", "usr/share/locale/*"):
+            for p in root.glob(pattern):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        for f in ("etc/resolv.conf", "etc/hostname"):  # podman bind-mounts these
+            (root / f).unlink(missing_ok=True)
+            (root / f).write_text("")
+        old = run("podman", "image", "inspect", "--format", "{{.Id}}", IMAGE, check=False,
+                  capture=True).stdout.strip()
+        tar = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-c", "."],
+                               stdout=subprocess.PIPE)
+        # CMD /sbin/init puts podman in systemd mode: tmpfs /run and /tmp, a writable cgroup,
+        # STOPSIGNAL SIGRTMIN+3.
+        run("podman", "import", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL lab.hash={want}",
+            "-", IMAGE, stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        tar.wait()
+        if old:  # no -f: that would also remove containers still running the old image
+            run("podman", "image", "rm", old, check=False, capture=True)
+    log(f"built {IMAGE} ({want}) in {time.monotonic() - t0:.0f} s")
+
+
+# --- wheelhouse ---------------------------------------------------------------------------
+
+def pinned_requirements() -> list[str]:
+    """The same pins the install role uses (its defaults), so lab and role cannot drift."""
+    import yaml  # from the control venv (ansible-core needs PyYAML)
+
+    defaults = yaml.safe_load((ROOT / "roles/sglang/defaults/main.yml").read_text())
+    versions = defaults["sglang_versions"]
+    return [f"{name}=={versions[name]}" for name in defaults["sglang_install_packages"]]
+
+
+def wheels(_args=None) -> None:
+    reqs = pinned_requirements()
+    stamp = WHEELHOUSE / ".requirements"
+    if stamp.exists() and stamp.read_text() == "\n".join(reqs):
+        log(f"wheelhouse up to date ({len(list(WHEELHOUSE.glob('*.whl')))} wheels)")
+        return
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    # Target the hosts' interpreter (bookworm: CPython 3.11, glibc 2.36), not this machine's;
+    # pip does not expand manylinux_2_X to older tags by itself, so list them all.
+    plats = [a for m in range(17, 37) for a in ("--platform", f"manylinux_2_{m}_x86_64")]
+    plats += ["--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64"]
+    log(f"downloading wheels: {' '.join(reqs)}")
+    run(sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELHOUSE), "--only-binary=:all:",
+        "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
+        "--abi", "none", *plats, *reqs)
+    stamp.write_text("\n".join(reqs))
+
+
+def wheel_url() -> str:
+    return f"http://{GATEWAY4}:{WHEEL_PORT}/"
+
+
+def serve() -> None:
+    """Serve the wheelhouse on the bridge gateway: reachable from the hosts only."""
+    if SERVER_PID.exists() and Path(f"/proc/{SERVER_PID.read_text().strip()}").exists():
+        return
+    # The bridge and its gateway address exist only while a host runs.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", str(GATEWAY4), "--directory", str(WHEELHOUSE),
+         str(WHEEL_PORT)], stdout=subprocess.DEVNULL, stderr=open(CACHE / "wheelhouse.log", "w"),
+        start_new_session=True)
+    SERVER_PID.write_text(str(proc.pid))
+    for _ in range(50):
+        try:
+            urllib.request.urlopen(wheel_url(), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"lab: wheel server did not start, see {CACHE / 'wheelhouse.log'}")
+
+
+def stop_serving() -> None:
+    if SERVER_PID.exists():
+        run("kill", SERVER_PID.read_text().strip(), check=False, capture=True)
+        SERVER_PID.unlink()
+
+
+# --- hosts --------------------------------------------------------------------------------
+
+def ensure_network() -> None:
+    if run("podman", "network", "exists", NETWORK, check=False).returncode != 0:
+        run("podman", "network", "create", "--subnet", str(NET4), "--ipv6", "--subnet", str(NET6),
+            NETWORK, stdout=subprocess.DEVNULL)
+
+
+def wait_ssh(ip: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run("ssh", "-i", str(KEY), *SSH_OPTS, "-o", "ConnectTimeout=1", f"root@{ip}", "true",
+               check=False, capture=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"lab: no SSH on {ip} after {timeout:.0f} s")
+
+
+def start_hosts(hosts: list[dict], prefix: str, memory: str) -> None:
+    for h in hosts:
+        if run("podman", "container", "exists", h["name"], check=False).returncode == 0:
+            run("podman", "start", h["name"], stdout=subprocess.DEVNULL)
+            continue
+        # NET_ADMIN/NET_RAW: nftables and ip in the host's own netns. SYS_ADMIN: systemd's
+        # sandboxing mounts (PrivateTmp, ProtectSystem). Never --privileged: /proc/sys would
+        # become writable and vm.*/kernel.* sysctls would change the real machine.
+        # --shm-size: Ray's object store lives in /dev/shm (podman's default is 64m).
+        run("podman", "run", "-d", "--name", h["name"], "--hostname", h["name"],
+            "--label", f"lab.group={prefix}", "--network", NETWORK, "--ip", h["ipv4"],
+            "--ip6", h["ipv6"], "--mac-address", h["mac"], "--cap-add", "NET_ADMIN,NET_RAW,SYS_ADMIN",
+            "--shm-size", "2g", "--memory", memory, IMAGE, stdout=subprocess.DEVNULL)
+    for h in hosts:
+        wait_ssh(h["ipv4"])
+
+
+def inventory_path(prefix: str) -> Path:
+    return ROOT / "inventories/lab" / ("hosts.yml" if prefix == "lab" else f"hosts-{prefix}.yml")
+
+
+def up(args) -> None:
+    import yaml
+
+    t0 = time.monotonic()
+    deps()
+    image()
+    wheels()
+    hosts = lab_hosts(args.prefix, args.count, args.first)
+    ensure_network()
+    start_hosts(hosts, args.prefix, args.memory)
+    serve()
+    inv = inventory_path(args.prefix)
+    inv.write_text("# Written by tools/lab.py up; do not edit.\n"
+                   + yaml.safe_dump(render_inventory(hosts, args.group), sort_keys=False))
+    log(f"{len(hosts)} hosts up in {time.monotonic() - t0:.1f} s; inventory {inv.relative_to(ROOT)};"
+        f" wheels {wheel_url()}")
+    if args.json:
+        print(json.dumps({"hosts": hosts, "key": str(KEY), "inventory": str(inv), "wheels": wheel_url()}))
+
+
+def containers(prefix: str) -> list[str]:
+    names = out("podman", "ps", "-a", "--filter", f"label=lab.group={prefix}", "--format", "{{.Names}}")
+    return sorted(names.split(), key=lambda n: (len(n), n))
+
+
+def down(args) -> None:
+    names = containers(args.prefix)
+    if names:
+        # -t 5: systemd in the host gets SIGRTMIN+3 and halts in about a second.
+        run("podman", "rm", "-f", "-t", "5", *names, stdout=subprocess.DEVNULL)
+    inventory_path(args.prefix).unlink(missing_ok=True)
+    if not out("podman", "ps", "-q", "--filter", "label=lab.group"):
+        stop_serving()
+    log(f"removed {len(names)} hosts of '{args.prefix}'")
+
+
+def list_hosts(args) -> None:
+    for name in containers(args.prefix):
+        print(out("podman", "inspect", "-f",
+                  f'{{{{.Name}}}} {{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}} '
+                  f'{{{{(index .NetworkSettings.Networks "{NETWORK}").GlobalIPv6Address}}}} '
+                  "{{.State.Status}}", name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("deps").set_defaults(fn=deps)
+    sub.add_parser("image").add_argument("--force", action="store_true")
+    sub.add_parser("wheels").set_defaults(fn=wheels)
+    for name, fn in (("up", up), ("down", down), ("list", list_hosts), ("inventory", None)):
+        sp = sub.add_parser(name)
+        sp.add_argument("--prefix", default="lab", help="host name prefix and podman label")
+        sp.set_defaults(fn=fn)
+        if name == "up":
+            sp.add_argument("-n", "--count", type=int, default=2)
+            sp.add_argument("--first", type=int, default=11, help="last IPv4 byte of host 1")
+            sp.add_argument("--group", default="lab_model", help="model group the hosts form")
+            sp.add_argument("--memory", default="6g", help="memory limit per host")
+            sp.add_argument("--json", action="store_true", help="print the hosts as JSON")
+    args = p.parse_args(argv)
+    if args.cmd == "image":
+        image(args)
+    elif args.cmd == "inventory":
+        print(inventory_path(args.prefix))
+    else:
+        args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
