@@ -1,0 +1,39 @@
+"""meta/argument_specs.yml is the single truth: defaults files and the plan code must agree."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta/argument_specs.yml").exists())
+
+
+def spec_options(role, entry="main"):
+    spec = yaml.safe_load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text())
+    return spec["argument_specs"][entry]["options"]
+
+
+def test_plan_defaults_documented_exactly():
+    for entry in ("main", "plan"):
+        options = spec_options("preflight", entry)
+        assert set(options) == set(DEFAULTS)
+        for key, value in DEFAULTS.items():
+            assert options[key].get("default") == value, key
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "preflight"])
+def test_role_defaults_match_specs(role):
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults/main.yml").read_text()) or {}
+    options = spec_options(role)
+    assert set(defaults) == set(options), role
+    for key, value in defaults.items():
+        assert options[key].get("default") == value, "%s: %s" % (role, key)
+        assert options[key].get("description"), "%s: %s undocumented" % (role, key)
+        assert key.startswith(role + "_"), "%s: %s lacks the role prefix" % (role, key)
+
+
+def test_every_role_has_specs():
+    assert set(ROLES) == {p.name for p in (ROOT / "roles").iterdir() if p.is_dir()}

@@ -1,0 +1,201 @@
+"""The cluster plan: what it computes for valid inventories, and every refusal's message."""
+
+import copy
+
+import pytest
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
+    DEFAULTS,
+    PlanError,
+    build_plan,
+    format_hostport,
+)
+
+
+def inventory(nodes=2, gpus=8, ip="10.0.0.%d", **group_vars):
+    hosts = ["gpu%d" % i for i in range(nodes)]
+    hv = {h: dict(ansible_host=ip % (10 + i), cluster_interface="eth0", cluster_gpus_per_node=gpus,
+                  sglang_model_path="meta-llama/Llama-3.1-70B-Instruct", **group_vars)
+          for i, h in enumerate(hosts)}
+    return {"model_groups": {"llama": hosts}, "hostvars": hv, "root_hosts": list(hosts)}
+
+
+def plan_of(inv, ray_head=None):
+    return build_plan(inv["model_groups"], inv["hostvars"], inv["root_hosts"], ray_head)
+
+
+@pytest.mark.parametrize("nodes,gpus,pp,tp", [(2, 8, 1, 16), (4, 8, 1, 32), (8, 4, 2, 16), (1, 2, 1, 2)])
+def test_ranks_and_rendezvous(nodes, gpus, pp, tp):
+    plan = plan_of(inventory(nodes, gpus, sglang_pp=pp))
+    group = plan["groups"]["llama"]
+    assert (group["nnodes"], group["tp"], group["pp"]) == (nodes, tp, pp)
+    assert group["dist_init_addr"] == "10.0.0.10:20000"
+    assert [plan["nodes"][h]["node_rank"] for h in group["hosts"]] == list(range(nodes))
+    assert plan["nodes"]["gpu0"]["cuda_visible_devices"] == ",".join(map(str, range(gpus)))
+    assert plan["ray"] == dict(plan["ray"], head="gpu0", gcs_address="10.0.0.10:6379",
+                               nodes=nodes, gpus=nodes * gpus)
+    assert plan["nodes"]["gpu0"]["is_ray_head"] and not plan["nodes"].get("gpu1", {}).get("is_ray_head")
+
+
+def test_ipv6_is_bracketed():
+    plan = plan_of(inventory(ip="fd00::%d"))
+    assert plan["ip_version"] == 6
+    assert plan["groups"]["llama"]["dist_init_addr"] == "[fd00::10]:20000"
+    assert plan["ray"]["gcs_address"] == "[fd00::10]:6379"
+    assert format_hostport("10.1.1.1", 1) == "10.1.1.1:1"
+
+
+def test_pinned_ranks_reorder_rank0():
+    inv = inventory(3, 8)
+    for rank, host in zip((2, 0, 1), ("gpu0", "gpu1", "gpu2")):
+        inv["hostvars"][host]["sglang_node_rank"] = rank
+    plan = plan_of(inv)
+    assert plan["groups"]["llama"]["rank0"] == "gpu1"
+    assert plan["groups"]["llama"]["dist_init_addr"] == "10.0.0.11:20000"
+
+
+def test_gpu_subset_and_ray_head_group():
+    inv = inventory(2, 8)
+    for h in inv["hostvars"]:
+        inv["hostvars"][h]["cluster_gpu_ids"] = [4, 5, 6, 7]
+    plan = plan_of(inv, ray_head="gpu1")
+    assert plan["nodes"]["gpu0"]["cuda_visible_devices"] == "4,5,6,7"
+    assert plan["groups"]["llama"]["tp"] == 8
+    assert plan["ray"]["head"] == "gpu1" and plan["ray"]["workers"] == ["gpu0"]
+
+
+def test_two_model_groups_share_one_ray_cluster():
+    a, b = inventory(2, 8), inventory(2, 8, ip="10.0.0.%d")
+    hv = dict(a["hostvars"])
+    for i, h in enumerate(["b0", "b1"]):
+        hv[h] = dict(b["hostvars"]["gpu%d" % i], ansible_host="10.0.0.%d" % (20 + i))
+    plan = build_plan({"llama": ["gpu0", "gpu1"], "qwen": ["b0", "b1"]}, hv)
+    assert plan["groups"]["qwen"]["dist_init_addr"] == "10.0.0.20:20000"
+    assert plan["ray"]["nodes"] == 4 and plan["ray"]["gpus"] == 32
+
+
+def test_secret_never_enters_the_plan():
+    inv = inventory(sglang_api_key_required=True)
+    for h in inv["hostvars"]:
+        inv["hostvars"][h]["_api_key_set"] = True
+    assert "key" not in repr(plan_of(inv)).replace("api_key_required", "")
+
+
+def set_all(key, value):
+    def mutate(inv):
+        for h in inv["hostvars"]:
+            inv["hostvars"][h][key] = value
+    return mutate
+
+
+def set_one(host, key, value):
+    def mutate(inv):
+        inv["hostvars"][host][key] = value
+    return mutate
+
+
+def both(*mutations):
+    def mutate(inv):
+        for m in mutations:
+            m(inv)
+    return mutate
+
+
+def add_group(name, hosts):
+    def mutate(inv):
+        inv["model_groups"][name] = hosts
+    return mutate
+
+
+# (id, mutation of a valid 2x8 inventory, substrings the message must contain: host, variable, fix)
+BAD = [
+    ("no-interface", set_one("gpu1", "cluster_interface", None), ["gpu1", "cluster_interface", "NCCL_SOCKET_IFNAME"]),
+    ("bad-interface", set_one("gpu0", "cluster_interface", "eth0 eth1"), ["gpu0", "cluster_interface", "ip -br link"]),
+    ("long-interface", set_one("gpu0", "cluster_interface", "enp1s0f0np0-extra"), ["gpu0", "cluster_interface"]),
+    ("hostname-no-ip", set_one("gpu1", "ansible_host", "gpu-b.example"), ["gpu1", "cluster_ip", "set cluster_ip"]),
+    ("bad-cluster-ip", set_one("gpu1", "cluster_ip", "10.0.0.300"), ["gpu1", "cluster_ip", "not an IP"]),
+    ("duplicate-ip", set_one("gpu1", "ansible_host", "10.0.0.10"), ["gpu1", "cluster_ip", "also the cluster IP of gpu0"]),
+    ("mixed-families", set_one("gpu1", "cluster_ip", "fd00::11"), ["gpu1", "cluster_ip", "one address family"]),
+    ("outside-cidr", set_all("cluster_cidrs", ["10.9.0.0/16"]), ["gpu0", "cluster_ip", "outside cluster_cidrs"]),
+    ("bad-cidr", set_all("cluster_cidrs", ["10.0.0.0/33"]), ["cluster_cidrs", "not a CIDR"]),
+    ("cidrs-not-list", set_all("cluster_cidrs", "10.0.0.0/24"), ["cluster_cidrs", "not a list"]),
+    ("no-gpu-count", set_one("gpu0", "cluster_gpus_per_node", None), ["gpu0", "cluster_gpus_per_node", "not set"]),
+    ("negative-gpus", set_one("gpu0", "cluster_gpus_per_node", -1), ["gpu0", "cluster_gpus_per_node", "nvidia-smi"]),
+    ("gpus-differ", set_one("gpu1", "cluster_gpus_per_node", 4), ["llama", "GPUs per node differ"]),
+    ("gpu-id-missing", set_one("gpu1", "cluster_gpu_ids", [0, 8]), ["gpu1", "cluster_gpu_ids", "GPU [8] does not exist"]),
+    ("gpu-id-twice", set_one("gpu1", "cluster_gpu_ids", [1, 1]), ["gpu1", "cluster_gpu_ids", "twice"]),
+    ("gpu-ids-not-list", set_one("gpu1", "cluster_gpu_ids", "0,1"), ["gpu1", "cluster_gpu_ids", "list"]),
+    ("tp-mismatch", set_all("sglang_tp", 8), ["llama", "sglang_tp", "tp 8 x pp 1 = 8, but 2 nodes x 8 GPUs = 16"]),
+    ("tp-not-int", set_all("sglang_tp", "sixteen"), ["llama", "sglang_tp", "integer"]),
+    ("pp-zero", set_all("sglang_pp", 0), ["gpu0", "sglang_pp", ">= 1"]),
+    ("dp-multinode", set_all("sglang_dp", 2), ["llama", "sglang_dp", "sglang_enable_dp_attention"]),
+    ("dp-not-divisor", both(set_all("sglang_dp", 3), set_all("sglang_enable_dp_attention", True)), ["llama", "sglang_dp", "does not divide"]),
+    ("tp-differs", set_one("gpu1", "sglang_tp", 32), ["gpu1", "sglang_tp", "differs", "group_vars"]),
+    ("empty-model", set_all("sglang_model_path", " "), ["llama", "sglang_model_path", "empty"]),
+    ("unknown-backend", set_all("sglang_backend", "vllm"), ["llama", "sglang_backend", "native, ray"]),
+    ("api-key-missing", set_all("sglang_api_key_required", True), ["llama", "sglang_api_key", "vault"]),
+    ("managed-extra-arg", set_all("sglang_extra_args", ["--node-rank=3"]), ["llama", "sglang_extra_args", "--node-rank"]),
+    ("extra-not-list", set_all("sglang_extra_args", "--foo"), ["llama", "sglang_extra_args", "list of strings"]),
+    ("port-range", set_all("sglang_port", 70000), ["gpu0", "sglang_port", "1-65535"]),
+    ("port-not-int", set_all("ray_gcs_port", "6379x"), ["gpu0", "ray_gcs_port", "not a TCP port"]),
+    ("http-vs-gcs", set_all("sglang_port", 6379), ["gpu0", "sglang_port", "also ray_gcs_port"]),
+    ("ray-in-dist-span", set_all("ray_node_manager_port", 20005), ["gpu0", "ray_node_manager_port", "SGLang dist-init ports 20000-20100"]),
+    ("http-in-worker-range", set_all("sglang_port", 11200), ["gpu0", "sglang_port", "Ray worker ports 11000-11499"]),
+    ("worker-range-inverted", both(set_all("ray_min_worker_port", 12000), set_all("ray_max_worker_port", 11999)), ["gpu0", "ray_min_worker_port", "above"]),
+    ("ranges-overlap", both(set_all("ray_min_worker_port", 19000), set_all("ray_max_worker_port", 20050)), ["ray_min_worker_port", "overlap"]),
+    ("ports-differ", set_one("gpu1", "ray_gcs_port", 6390), ["gpu1", "ray_gcs_port", "differs"]),
+    ("rank-partial", set_one("gpu1", "sglang_node_rank", 0), ["gpu0", "sglang_node_rank", "every host of the group or on none"]),
+    ("rank-duplicate", set_all("sglang_node_rank", 0), ["llama", "sglang_node_rank", "distinct rank"]),
+    ("host-two-groups", add_group("qwen", ["gpu1"]), ["gpu1", "two model groups"]),
+    ("empty-group", add_group("empty", []), ["empty", "no hosts"]),
+    ("root-user", set_all("cluster_user", "root"), ["cluster_user", "unprivileged"]),
+    ("relative-venv", set_all("cluster_venv_dir", "venv"), ["cluster_venv_dir", "absolute"]),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_refused_with_host_variable_and_fix(mutate, expected):
+    inv = inventory()
+    mutate(inv)
+    with pytest.raises(PlanError) as err:
+        plan_of(inv)
+    text = str(err.value)
+    assert "Fix:" in text
+    for fragment in expected:
+        assert fragment in text, "%r not in %r" % (fragment, text)
+
+
+def test_at_least_thirty_distinct_refusals():
+    assert len({b[0] for b in BAD}) >= 30
+
+
+def test_host_outside_model_groups_and_unknown_head():
+    inv = inventory()
+    inv["root_hosts"].append("stray")
+    with pytest.raises(PlanError) as err:
+        build_plan(inv["model_groups"], inv["hostvars"], inv["root_hosts"], "nohost")
+    assert "stray: groups: in sglang_nodes but in no model group" in str(err.value)
+    assert "nohost: ray_head" in str(err.value)
+
+
+def test_no_model_group():
+    with pytest.raises(PlanError, match="no model group"):
+        build_plan({}, {})
+
+
+def test_all_problems_reported_at_once():
+    inv = inventory()
+    set_one("gpu0", "cluster_interface", None)(inv)
+    set_all("sglang_model_path", "")(inv)
+    with pytest.raises(PlanError) as err:
+        plan_of(inv)
+    assert len(err.value.problems) == 2
+
+
+def test_inputs_not_mutated_and_defaults_applied():
+    inv = inventory()
+    before = copy.deepcopy(inv)
+    plan = plan_of(inv)
+    assert inv == before
+    assert plan["nodes"]["gpu0"]["ports"]["ray_gcs_port"] == DEFAULTS["ray_gcs_port"]
+    assert plan["nodes"]["gpu0"]["venv_dir"] == DEFAULTS["cluster_venv_dir"]

@@ -1,0 +1,65 @@
+"""Install decisions: pip sources and which pins need work."""
+
+import pytest
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import (
+    normalize_name,
+    parse_pin,
+    pinned_requirements,
+    pip_source_args,
+    plan_install,
+    version_matches,
+)
+
+
+@pytest.mark.parametrize("mode,url,index,expected", [
+    ("online", None, None, []),
+    ("online", None, "https://mirror/simple", ["--index-url", "https://mirror/simple"]),
+    ("offline", "http://10.0.0.1:8765/", None,
+     ["--no-index", "--find-links", "http://10.0.0.1:8765/", "--trusted-host", "10.0.0.1"]),
+    ("offline", "https://wheels.example/", None, ["--no-index", "--find-links", "https://wheels.example/"]),
+    ("offline", "/srv/wheels", None, ["--no-index", "--find-links", "/srv/wheels"]),
+])
+def test_pip_source_args(mode, url, index, expected):
+    assert pip_source_args(mode, url, index) == expected
+
+
+@pytest.mark.parametrize("mode,url,message", [
+    ("offline", "", "needs sglang_wheelhouse_url"),
+    ("sneakernet", None, "use one of online, offline"),
+])
+def test_pip_source_args_refused(mode, url, message):
+    with pytest.raises(ValueError, match=message):
+        pip_source_args(mode, url)
+
+
+@pytest.mark.parametrize("installed,pinned,ok", [
+    ("2.13.0+cpu", "2.13.0", True),
+    ("2.13.0", "2.13.0", True),
+    ("2.13.0+cu128", "2.13.0+cpu", False),
+    ("2.13.1", "2.13.0", False),
+    ("2.60.0", "2.6.0", False),
+])
+def test_version_matches(installed, pinned, ok):
+    assert version_matches(installed, pinned) is ok
+
+
+def test_plan_install_only_what_differs():
+    installed = {"ray": "2.59.0", "torch": "2.13.0+cpu", "typing-extensions": "4.16.0"}
+    todo = plan_install(["ray==2.60.0", "torch==2.13.0", "Typing_Extensions==4.16.0", "numpy==2.3.5"],
+                        installed)
+    assert todo == [{"name": "ray", "want": "2.60.0", "have": "2.59.0"},
+                    {"name": "numpy", "want": "2.3.5", "have": None}]
+
+
+@pytest.mark.parametrize("req", ["ray", "ray>=2.60", "ray==", "==1.0", "ray==2.*"])
+def test_loose_pins_refused(req):
+    with pytest.raises(ValueError, match="exact pin"):
+        parse_pin(req)
+
+
+def test_pinned_requirements():
+    assert pinned_requirements(["ray"], {"ray": "2.60.0"}) == ["ray==2.60.0"]
+    with pytest.raises(ValueError, match="no version pinned for torch"):
+        pinned_requirements(["ray", "torch"], {"ray": "2.60.0"})
+    assert normalize_name("Foo_Bar.baz") == "foo-bar-baz"
