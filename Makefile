@@ -1,0 +1,60 @@
+# Entry points for operators and CI. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export MOLECULE_GLOB := molecule/*/molecule.yml
+export ANSIBLE_FORCE_COLOR := 0
+LAB_INV := inventories/lab
+N ?= 2
+
+.PHONY: help venv deps lab lab-down unit lint syntax collection molecule integration test clean
+
+help:
+	@echo "make lab        bring up $(N) lab hosts, deploy.yml, verify.yml (N=4 make lab for four)"
+	@echo "make lab-down   remove the lab hosts"
+	@echo "make test       unit tests, lint, syntax checks, collection build, integration, molecule"
+
+$(BIN)/.installed: requirements/control.txt requirements/test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/test.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+deps:
+	$(PYTHON) tools/lab.py deps
+
+lab: venv deps
+	$(BIN)/python tools/lab.py up --count $(N)
+	ansible-playbook playbooks/deploy.yml -i $(LAB_INV)
+	ansible-playbook playbooks/verify.yml -i $(LAB_INV)
+
+lab-down: venv
+	$(BIN)/python tools/lab.py down
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+lint: venv
+	ansible-lint
+	antsibull-changelog lint
+
+syntax: venv
+	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/two_node $$p || exit 1; done
+
+collection: venv
+	rm -f sglang_ops-cluster-*.tar.gz
+	ansible-galaxy collection build --force .
+
+integration: venv deps
+	$(BIN)/python -m pytest tests/integration
+
+molecule: venv deps
+	molecule test -s default
+
+test: unit lint syntax collection integration molecule
+
+clean: lab-down
+	rm -rf $(VENV) sglang_ops-cluster-*.tar.gz

@@ -1,0 +1,83 @@
+"""deploy.yml and verify.yml on two lab hosts, as an operator runs them."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from conftest import INVENTORY, ROOT, on_host, playbook
+
+
+def test_first_deploy_brings_up_two_ray_nodes(deployed):
+    assert "Ray 2.60.0: 2 alive nodes, 8 GPUs (declared fake)" in deployed.out
+    assert all(r["failed"] == 0 and r["changed"] > 0 for r in deployed.recap.values())
+
+
+def test_second_deploy_changes_nothing(deployed):
+    run = playbook("playbooks/deploy.yml")
+    assert run.rc == 0
+    assert {h: r["changed"] for h, r in run.recap.items()} == {"it1": 0, "it2": 0}
+
+
+def test_verify_reports_nodes_and_gpus(deployed):
+    run = playbook("playbooks/verify.yml")
+    assert run.rc == 0
+    assert "nodes alive: 2 / 2 planned" in run.out
+    assert "GPUs: 8 / 8 planned (declared fake: CPU test hosts)" in run.out
+
+
+def test_verify_fails_when_a_worker_is_down(deployed):
+    on_host("it2", "systemctl stop sglang-ray")
+    try:
+        run = playbook("playbooks/verify.yml", INVENTORY, "-e", "verify_ray_timeout=5")
+        assert run.rc != 0
+        assert "it2: sglang-ray is" in run.out  # the unit check names the host
+    finally:
+        on_host("it2", "systemctl start sglang-ray")
+    assert playbook("playbooks/verify.yml").rc == 0  # and it rejoins
+
+
+def test_installed_collection_runs_by_fqcn(deployed, tmp_path):
+    """galaxy build -> install -> `ansible-playbook sglang_ops.cluster.verify`, away from the checkout."""
+    subprocess.run(["ansible-galaxy", "collection", "build", "--force", "--output-path", str(tmp_path), str(ROOT)],
+                   check=True, cwd=tmp_path)
+    tarball = next(tmp_path.glob("sglang_ops-cluster-*.tar.gz"))
+    subprocess.run(["ansible-galaxy", "collection", "install", "-p", str(tmp_path / "colls"), str(tarball)],
+                   check=True, cwd=tmp_path)
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
+    shutil.copy(INVENTORY, inv / "hosts.yml")
+    env = {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "colls"), "ANSIBLE_CONFIG": ""}
+    listing = subprocess.run(["ansible-galaxy", "collection", "list", "sglang_ops.cluster"], cwd=tmp_path,
+                             env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True).stdout
+    assert str(tmp_path / "colls") in listing
+    run = playbook("sglang_ops.cluster.verify", inv, env=env, cwd=tmp_path)
+    assert run.rc == 0 and "nodes alive: 2 / 2 planned" in run.out
+
+
+def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
+    """A bad inventory fails on the controller: no SSH login reaches any host, nothing changes."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
+    data = yaml.safe_load(INVENTORY.read_text())
+    hosts = data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
+    hosts["it2"]["cluster_interface"] = None          # missing interface on one host
+    hosts["it1"]["sglang_tp"] = 3                      # tp not matching 2 nodes x 4 GPUs
+    (inv / "hosts.yml").write_text(yaml.safe_dump(data))
+
+    def logins():
+        return {h: on_host(h, "journalctl -q -u ssh.service -o cat | grep -c 'Accepted publickey' || true").strip()
+                for h in ("it1", "it2")}
+
+    def units():
+        return {h: on_host(h, "systemctl show sglang-ray -p ActiveEnterTimestamp --value; "
+                              "stat -c %Y /etc/systemd/system/sglang-ray.service") for h in ("it1", "it2")}
+
+    before_logins, before_units = logins(), units()
+    run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
+    assert run.rc != 0
+    assert "no host was contacted" in run.out
+    assert "it2: cluster_interface: not set" in run.out and "sglang_tp" in run.out
+    assert logins() == before_logins and units() == before_units
