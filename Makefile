@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export ANSIBLE_FORCE_COLOR := 0
-LAB_INV := inventories/lab
+LAB_INV := .lab/lab
 N ?= 2
 
 .PHONY: help venv deps lab lab-down unit lint syntax collection molecule integration test clean

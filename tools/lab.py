@@ -330,13 +330,30 @@ def start_hosts(hosts: list[dict], prefix: str, memory: str) -> None:
         wait_ssh(h["ipv4"])
 
 
+def inventory_dir(prefix: str) -> Path:
+    """One inventory directory per prefix, so labs never see each other's hosts. Its group_vars
+    link to the committed inventories/lab/group_vars shared by every lab and molecule."""
+    return ROOT / ".lab" / prefix
+
+
 def inventory_path(prefix: str) -> Path:
-    return ROOT / "inventories/lab" / ("hosts.yml" if prefix == "lab" else f"hosts-{prefix}.yml")
+    return inventory_dir(prefix) / "hosts.yml"
+
+
+def write_inventory(prefix: str, hosts: list[dict], group: str) -> Path:
+    import yaml
+
+    inv = inventory_path(prefix)
+    inv.parent.mkdir(parents=True, exist_ok=True)
+    link = inv.parent / "group_vars"
+    if not link.is_symlink():
+        link.symlink_to(ROOT / "inventories/lab/group_vars")
+    inv.write_text("# Written by tools/lab.py up; do not edit.\n"
+                   + yaml.safe_dump(render_inventory(hosts, group), sort_keys=False))
+    return inv
 
 
 def up(args) -> None:
-    import yaml
-
     t0 = time.monotonic()
     deps()
     image()
@@ -345,10 +362,8 @@ def up(args) -> None:
     ensure_network()
     start_hosts(hosts, args.prefix, args.memory)
     serve()
-    inv = inventory_path(args.prefix)
-    inv.write_text("# Written by tools/lab.py up; do not edit.\n"
-                   + yaml.safe_dump(render_inventory(hosts, args.group), sort_keys=False))
-    log(f"{len(hosts)} hosts up in {time.monotonic() - t0:.1f} s; inventory {inv.relative_to(ROOT)};"
+    inv = write_inventory(args.prefix, hosts, args.group)
+    log(f"{len(hosts)} hosts up in {time.monotonic() - t0:.1f} s; inventory {inv.parent.relative_to(ROOT)};"
         f" wheels {wheel_url()}")
     if args.json:
         print(json.dumps({"hosts": hosts, "key": str(KEY), "inventory": str(inv), "wheels": wheel_url()}))
@@ -364,7 +379,7 @@ def down(args) -> None:
     if names:
         # -t 5: systemd in the host gets SIGRTMIN+3 and halts in about a second.
         run("podman", "rm", "-f", "-t", "5", *names, stdout=subprocess.DEVNULL)
-    inventory_path(args.prefix).unlink(missing_ok=True)
+    shutil.rmtree(inventory_dir(args.prefix), ignore_errors=True)
     if not out("podman", "ps", "-q", "--filter", "label=lab.group"):
         stop_serving()
     log(f"removed {len(names)} hosts of '{args.prefix}'")
@@ -398,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "image":
         image(args)
     elif args.cmd == "inventory":
-        print(inventory_path(args.prefix))
+        print(inventory_dir(args.prefix))
     else:
         args.fn(args)
 

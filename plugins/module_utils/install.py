@@ -12,6 +12,13 @@ from urllib.parse import urlparse
 
 MODES = ("online", "offline")
 
+# Run with a venv's python: every installed distribution as {normalized name: version}.
+READ_VERSIONS = (
+    "import importlib.metadata as m, json, re\n"
+    "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
+    " for d in m.distributions() if d.metadata['Name']}))"
+)
+
 
 def pip_source_args(mode, wheelhouse_url=None, index_url=None):
     """pip options for `mode`: the index (online) or only the wheelhouse (offline)."""

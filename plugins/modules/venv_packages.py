@@ -70,14 +70,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import plan_install
-
-READ_VERSIONS = (
-    "import importlib.metadata as m, json, re\n"
-    "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
-    " for d in m.distributions() if d.metadata['Name']}))"
-)
-
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import READ_VERSIONS, plan_install
 
 def read_installed(module, venv_python):
     rc, out, err = module.run_command([venv_python, "-c", READ_VERSIONS])

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, str(ROOT / "tools/lab.py")]
 PREFIX = "it"
-INVENTORY = ROOT / "inventories/lab/hosts-it.yml"
+INVENTORY = ROOT / ".lab/it"
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 

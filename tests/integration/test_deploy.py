@@ -48,7 +48,7 @@ def test_installed_collection_runs_by_fqcn(deployed, tmp_path):
                    check=True, cwd=tmp_path)
     inv = tmp_path / "inventory"
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
-    shutil.copy(INVENTORY, inv / "hosts.yml")
+    shutil.copy(INVENTORY / "hosts.yml", inv / "hosts.yml")
     env = {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "colls"), "ANSIBLE_CONFIG": ""}
     listing = subprocess.run(["ansible-galaxy", "collection", "list", "sglang_ops.cluster"], cwd=tmp_path,
                              env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True).stdout
@@ -61,7 +61,7 @@ def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
     """A bad inventory fails on the controller: no SSH login reaches any host, nothing changes."""
     inv = tmp_path / "inventory"
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
-    data = yaml.safe_load(INVENTORY.read_text())
+    data = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
     hosts = data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
     hosts["it2"]["cluster_interface"] = None          # missing interface on one host
     hosts["it1"]["sglang_tp"] = 3                      # tp not matching 2 nodes x 4 GPUs

@@ -1,0 +1,128 @@
+#!/usr/bin/python
+"""Module: one node's share of the port mesh (listen on its free ports, probe every peer)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: port_mesh
+short_description: Check that this node reaches every peer's cluster ports, with temporary listeners
+version_added: 0.1.0
+description:
+  - Starts a transient systemd unit (C(sglang-preflight-mesh)) that listens on O(address) on every
+    port of O(ports) nothing listens on yet, and exits by itself once each peer has connected to
+    each of them, or after O(linger) seconds.
+  - Then connects to every port of every peer in O(peers) at the same time. Refused or timed-out
+    connections are retried for O(settle) seconds, while peers' listeners come up.
+  - Ports a real service already holds (a running Ray, a running server) are probed as they are.
+  - Reports every probe; the controller decides. Leaves nothing behind on the node, so it reports
+    C(changed=false). In check mode nothing is started or probed.
+options:
+  address:
+    description: This node's cluster IP.
+    type: str
+    required: true
+  ports:
+    description: This node's cluster ports (listened on where free).
+    type: list
+    elements: int
+    required: true
+  peers:
+    description: The other nodes, C({host, address, ports}).
+    type: list
+    elements: dict
+    required: true
+  timeout:
+    description: Seconds one connection attempt may take.
+    type: float
+    default: 2.0
+  settle:
+    description: Seconds a failing probe is retried before it counts as failed.
+    type: float
+    default: 10.0
+  linger:
+    description: Longest life of the temporary listener, in seconds.
+    type: int
+    default: 60
+attributes:
+  check_mode:
+    support: none
+notes:
+  - Needs C(systemd-run); the listener runs the node's C(/usr/bin/python3).
+author:
+  - sglang_ops maintainers
+"""
+
+EXAMPLES = r"""
+- name: Probe the peers
+  sglang_ops.cluster.port_mesh:
+    address: 10.0.0.11
+    ports: [6379, 20000, 30000]
+    peers: [{host: gpu-a-1, address: 10.0.0.12, ports: [6379, 20000, 30000]}]
+"""
+
+RETURN = r"""
+listened:
+  description: Ports the temporary listener held on this node.
+  type: list
+  elements: int
+  returned: always
+in_use:
+  description: Ports a service already held on this node.
+  type: list
+  elements: int
+  returned: always
+results:
+  description: One entry per probe, C({to, address, port, ok, error, ms}).
+  type: list
+  elements: dict
+  returned: always
+elapsed:
+  description: Seconds this node spent, listener start included.
+  type: float
+  returned: always
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.mesh import LISTENER, free_ports, probe_all
+
+UNIT = "sglang-preflight-mesh"
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            address=dict(type="str", required=True),
+            ports=dict(type="list", elements="int", required=True),
+            peers=dict(type="list", elements="dict", required=True),
+            timeout=dict(type="float", default=2.0),
+            settle=dict(type="float", default=10.0),
+            linger=dict(type="int", default=60),
+        ),
+        supports_check_mode=False,
+    )
+    p = module.params
+    t0 = time.monotonic()
+    systemctl = module.get_bin_path("systemctl", required=True)
+    systemd_run = module.get_bin_path("systemd-run", required=True)
+    # A listener left by an interrupted run would hold the ports: stop it first.
+    module.run_command([systemctl, "stop", UNIT + ".service"])
+    free, busy = free_ports(p["address"], p["ports"])
+    if free:
+        module.run_command(
+            [systemd_run, "--unit", UNIT, "--collect", "--quiet", "-p", "RuntimeMaxSec=%d" % p["linger"],
+             "/usr/bin/python3", "-c", LISTENER, p["address"], str(len(p["peers"])), str(p["linger"])]
+            + [str(port) for port in free], check_rc=True)
+        # Our own listener must be up before peers give up on it.
+        deadline = time.monotonic() + 5
+        while free_ports(p["address"], free)[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    results = probe_all(p["peers"], timeout=p["timeout"], settle=p["settle"])
+    module.exit_json(changed=False, listened=free, in_use=busy, results=results,
+                     elapsed=round(time.monotonic() - t0, 2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Port mesh: the probe verdicts on real sockets (loopback), the ports chosen, the table."""
+
+import socket
+import threading
+import time
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import mesh
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_open_and_closed_ports_on_loopback():
+    open_port, closed_port = free_port(), free_port()
+    stop = threading.Event()
+    mesh.serve_for_test("127.0.0.1", [open_port], stop)
+    try:
+        t0 = time.monotonic()
+        results = mesh.probe_all([{"host": "peer", "address": "127.0.0.1", "ports": [open_port, closed_port]}],
+                                 timeout=0.5, settle=1.0)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+    by_port = {r["port"]: r for r in results}
+    assert by_port[open_port]["ok"] and not by_port[closed_port]["ok"]
+    assert "refused" in by_port[closed_port]["error"].lower()
+    assert 0.9 < elapsed < 3  # the refused port was retried for the settle window, not longer
+
+
+def test_late_listener_is_found_within_settle():
+    port = free_port()
+    stop = threading.Event()
+    threading.Timer(0.5, lambda: mesh.serve_for_test("127.0.0.1", [port], stop)).start()
+    try:
+        result, = mesh.probe_all([{"host": "p", "address": "127.0.0.1", "ports": [port]}], timeout=0.5, settle=3)
+    finally:
+        time.sleep(0.1)
+        stop.set()
+    assert result["ok"]
+
+
+def test_free_ports_sees_a_bound_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    busy = s.getsockname()[1]
+    other = free_port()
+    try:
+        assert mesh.free_ports("127.0.0.1", [busy, other]) == ([other], [busy])
+    finally:
+        s.close()
+
+
+def test_mesh_ports_from_plan():
+    hv = {"a": dict(ansible_host="10.0.0.1", cluster_interface="eth0", cluster_gpus_per_node=1, sglang_model_path="m")}
+    ports = mesh.mesh_ports(build_plan({"g": ["a"]}, hv)["nodes"]["a"])
+    assert {6379, 6380, 6385, 11000, 11499, 20000, 20004, 30000} <= set(ports)
+    assert 8265 not in ports and 10001 not in ports and 11001 not in ports
+
+
+def test_failures_table():
+    failures = mesh.mesh_failures({
+        "it1": [{"to": "it2", "port": 20000, "ok": False, "error": "timed out"},
+                {"to": "it2", "port": 6379, "ok": True, "error": None}],
+        "it2": [{"to": "it1", "port": 20000, "ok": True, "error": None}]})
+    assert failures == [("it1", "it2", 20000, "timed out")]
+    assert mesh.mesh_table(failures) == ["from  to   port   error", "it1   it2  20000  timed out"]
