@@ -240,10 +240,10 @@ def image(args=None) -> None:
 # --- wheelhouse ---------------------------------------------------------------------------
 
 def pinned_requirements() -> list[str]:
-    """The same pins the install role uses (its defaults), so lab and role cannot drift."""
+    """The lab inventory's pins, which the install role applies, so wheels and venv cannot drift."""
     import yaml  # from the control venv (ansible-core needs PyYAML)
 
-    defaults = yaml.safe_load((ROOT / "roles/sglang/defaults/main.yml").read_text())
+    defaults = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())
     versions = defaults["sglang_versions"]
     return [f"{name}=={versions[name]}" for name in defaults["sglang_install_packages"]]
 

@@ -32,8 +32,8 @@ def node_problems(facts_by_host, plan, max_skew_s, min_free_gb):
     return preflight.node_problems(plan, facts_by_host, max_skew_s, min_free_gb)
 
 
-def parity_problems(facts_by_host):
-    return preflight.parity_problems(facts_by_host)
+def parity_problems(facts_by_host, pins=None):
+    return preflight.parity_problems(facts_by_host, pins)
 
 
 def collective_report(results_by_host, plan, facts_by_host, socket_fallback, min_busbw_gbps):

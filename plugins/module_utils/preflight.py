@@ -12,6 +12,7 @@ import json
 from collections import Counter
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.gpu import check_gpus
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import normalize_name, version_matches
 
 PARITY_KEYS = ("python", "torch", "ray", "sglang", "gpu_driver", "cuda", "rocm")
 
@@ -65,16 +66,32 @@ def versions_of(facts):
             "rocm": gpu.get("rocm_version")}
 
 
-def parity_problems(facts_by_host):
-    """Every node runs the same Python, torch, Ray, SGLang, driver and CUDA/ROCm."""
+def parity_problems(facts_by_host, pins=None):
+    """Every node runs the same Python, torch, Ray, SGLang, driver and CUDA/ROCm.
+
+    A package with a pin (sglang_versions) is judged against it, so even a 2-node cluster
+    names the odd node; other versions against the majority, and a tie names every node.
+    """
     problems = []
+    pins = {normalize_name(k): str(v) for k, v in (pins or {}).items()}
     versions = {h: versions_of(f) for h, f in facts_by_host.items()}
     for key in PARITY_KEYS:
-        majority, odd = odd_ones({h: v[key] for h, v in versions.items()})
+        values = {h: v[key] for h, v in versions.items() if v[key] is not None}
+        if key in pins:
+            for host, value in sorted(values.items()):
+                if not version_matches(value, pins[key]):
+                    problems.append("%s: %s %s, but sglang_versions pins %s. Fix: re-run deploy.yml "
+                                    "(the install puts every node on the pins)" % (host, key, value, pins[key]))
+            continue
+        majority, odd = odd_ones(values)
+        if odd and len(odd) * 2 >= len(values):
+            problems.append("%s: %s differs between nodes (%s). Fix: install the same %s on every node"
+                            % (", ".join(sorted(values)), key,
+                               ", ".join("%s %s" % hv for hv in sorted(values.items())), key))
+            continue
         for host, value in odd.items():
-            problems.append("%s: %s %s differs from %s on the other nodes. Fix: re-run deploy.yml "
-                            "(the install pins every node to sglang_versions) or upgrade this node"
-                            % (host, key, value, majority))
+            problems.append("%s: %s %s differs from %s on the other nodes. Fix: install the same %s "
+                            "on every node" % (host, key, value, majority, key))
     return problems
 
 

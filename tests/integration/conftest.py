@@ -55,7 +55,8 @@ def lab_hosts():
     subprocess.run(LAB + ["up", "--prefix", PREFIX, "--first", "31", "--count", "2"], check=True)
     print("\nlab up: %.1f s" % (time.monotonic() - t0))
     yield ["%s1" % PREFIX, "%s2" % PREFIX]
-    subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
+    if not os.environ.get("LAB_KEEP"):  # LAB_KEEP=1 keeps the hosts for the next run
+        subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
 
 
 @pytest.fixture(scope="session")
