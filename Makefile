@@ -9,12 +9,13 @@ export ANSIBLE_FORCE_COLOR := 0
 LAB_INV := .lab/lab
 N ?= 2
 
-.PHONY: help venv deps lab lab-down unit lint syntax collection molecule integration test clean
+.PHONY: help venv deps lab lab-down unit lint syntax collection molecule integration bench test clean
 
 help:
 	@echo "make lab        bring up $(N) lab hosts, deploy.yml, verify.yml (N=4 make lab for four)"
 	@echo "make lab-down   remove the lab hosts"
-	@echo "make test       unit tests, lint, syntax checks, collection build, integration, molecule"
+	@echo "make test       unit tests, lint, syntax checks, collection build, integration, molecule, bench"
+	@echo "make bench      port mesh wall time on 2, 4 and 8 lab hosts"
 
 $(BIN)/.installed: requirements/control.txt requirements/test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +55,11 @@ integration: venv deps
 molecule: venv deps
 	molecule test -s default
 
-test: unit lint syntax collection integration molecule
+# Mesh wall time on 2, 4 and 8 lab hosts (preflight must pass on each): the slow scenario.
+bench: venv deps
+	$(BIN)/python tools/bench_mesh.py --rounds 3
+
+test: unit lint syntax collection integration molecule bench
 
 clean: lab-down
 	rm -rf $(VENV) sglang_ops-cluster-*.tar.gz

@@ -17,18 +17,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 # Run by the node's system python3 in a transient systemd unit:
-#   python3 -c LISTENER ADDRESS PEERS DEADLINE PORT...
-# Listens on every free PORT; exits once each port saw PEERS connections, or at DEADLINE.
+#   python3 -c LISTENER ADDRESS PEERS DEADLINE READY_FILE PORT...
+# Listens on every free PORT, then creates READY_FILE; exits once each port saw PEERS
+# connections (it may be done before its own node looks), or at DEADLINE.
 LISTENER = r"""
 import selectors, socket, sys, time
 address, peers, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
 family = socket.AF_INET6 if ":" in address else socket.AF_INET
 sel, seen = selectors.DefaultSelector(), {}
-for port in map(int, sys.argv[4:]):
+for port in map(int, sys.argv[5:]):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((address, port)); s.listen(64); s.setblocking(False)
     sel.register(s, selectors.EVENT_READ, port); seen[port] = 0
+open(sys.argv[4], "w").close()
 print("listening", sorted(seen), flush=True)
 while seen and min(seen.values()) < peers and time.time() < deadline:
     for key, _ in sel.select(timeout=0.5):

@@ -114,10 +114,12 @@ def node_problems(plan, facts_by_host, max_skew_s, min_free_gb):
         problems += identity_problems(host, node, facts)
         if facts.get("gpu") is not None:
             problems += check_gpus(host, facts["gpu"], node["gpu_count"], node["gpus_fake"], node["gpu_ids"])
-        skew = facts.get("clock_skew")
-        if skew is not None and abs(skew) > max_skew_s:
+        skew, window = facts.get("clock_skew"), facts.get("clock_window") or 0.0
+        # measured = true offset + transit, transit in [0, window]: flag only a certain excess.
+        if skew is not None and (skew < -max_skew_s or skew - window > max_skew_s):
             problems.append("%s: clock: %+.2f s from the controller (limit %.2f s). Fix: enable NTP "
-                            "(chrony or systemd-timesyncd) on every node" % (host, skew, max_skew_s))
+                            "(chrony or systemd-timesyncd) on every node"
+                            % (host, skew if skew < 0 else skew - window, max_skew_s))
         if facts["disk_free_gb"] < min_free_gb:
             problems.append("%s: disk: %.1f GB free at %s, %s GB needed for the model cache. Fix: free "
                             "space or set preflight_min_free_gb" % (host, facts["disk_free_gb"],

@@ -71,8 +71,13 @@ venv:
   type: dict
   returned: always
 clock_skew:
-  description: Node clock minus O(controller_time), in seconds (includes the few tenths of a
-    second the task takes to reach the node); null without O(controller_time).
+  description: Node clock minus O(controller_time), in seconds; null without O(controller_time).
+    It includes the time the task took to reach the node, so the controller judges it together
+    with the time the whole round trip took.
+  type: float
+  returned: always
+controller_time:
+  description: O(controller_time), echoed so the controller can bound the transit time.
   type: float
   returned: always
 disk_free_gb:
@@ -132,7 +137,8 @@ def main():
         path = os.path.dirname(path)
     st = os.statvfs(path)
     result.update(disk_path=path, disk_free_gb=round(st.f_bavail * st.f_frsize / 1e9, 1),
-                  clock_skew=round(now - p["controller_time"], 3) if p["controller_time"] else None)
+                  clock_skew=round(now - p["controller_time"], 3) if p["controller_time"] else None,
+                  controller_time=p["controller_time"])
     module.exit_json(**result)
 
 

@@ -82,6 +82,7 @@ elapsed:
   returned: always
 """
 
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -89,6 +90,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.mesh import LISTENER, free_ports, probe_all
 
 UNIT = "sglang-preflight-mesh"
+READY = "/run/sglang-preflight-mesh.ready"
 
 
 def main():
@@ -111,14 +113,20 @@ def main():
     module.run_command([systemctl, "stop", UNIT + ".service"])
     free, busy = free_ports(p["address"], p["ports"])
     if free:
+        if os.path.exists(READY):
+            os.unlink(READY)
         module.run_command(
             [systemd_run, "--unit", UNIT, "--collect", "--quiet", "-p", "RuntimeMaxSec=%d" % p["linger"],
-             "/usr/bin/python3", "-c", LISTENER, p["address"], str(len(p["peers"])), str(p["linger"])]
+             "/usr/bin/python3", "-c", LISTENER, p["address"], str(len(p["peers"])), str(p["linger"]), READY]
             + [str(port) for port in free], check_rc=True)
-        # Our own listener must be up before peers give up on it.
-        deadline = time.monotonic() + 5
-        while free_ports(p["address"], free)[0] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Probe only once our own listener is bound, so peers never wait on us.
+        deadline = time.monotonic() + 10
+        while not os.path.exists(READY):
+            if time.monotonic() > deadline:
+                module.fail_json(msg="the temporary listener on %s did not start: journalctl -u %s"
+                                 % (p["address"], UNIT))
+            time.sleep(0.02)
+        os.unlink(READY)
     results = probe_all(p["peers"], timeout=p["timeout"], settle=p["settle"])
     module.exit_json(changed=False, listened=free, in_use=busy, results=results,
                      elapsed=round(time.monotonic() - t0, 2))

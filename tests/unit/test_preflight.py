@@ -52,6 +52,8 @@ def both(**over_b):
     ({"interface": {"exists": True, "up": True, "operstate": "UP", "mtu": 9000, "addresses": ["10.89.78.12"]}},
      ["b: cluster_interface: MTU 9000, the rest of g uses 1500"]),
     ({"clock_skew": -93.5}, ["b: clock: -93.50 s from the controller"]),
+    ({"clock_skew": 95.0, "clock_window": 1.5}, ["b: clock: +93.50 s from the controller"]),
+    ({"clock_skew": 3.1, "clock_window": 1.5}, []),  # may be transit: not certain
     ({"disk_free_gb": 3.2}, ["b: disk: 3.2 GB free at /var/lib, 50 GB needed"]),
     ({"gpu": dict(empty("nvidia"), count=8)}, ["b: cluster_gpus_fake: the node has 8 real nvidia GPUs"]),
 ])
