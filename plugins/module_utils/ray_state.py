@@ -25,8 +25,44 @@ while True:
     if (want_ips <= {n["ip"] for n in alive} and gpus >= args["expect_gpus"]) or time.monotonic() >= deadline:
         break
     time.sleep(1)
-print(json.dumps({"ray_version": ray.__version__, "nodes": nodes}))
+out = {"ray_version": ray.__version__, "nodes": nodes}
+if args.get("placement") and gpus >= 1:
+    # One task per GPU, each in its own bundle, so every GPU is held at once and reported once.
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    n = int(gpus)
+    pg = placement_group([{"GPU": 1}] * n, strategy="SPREAD")
+    ray.get(pg.ready(), timeout=120)
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def where():
+        import os
+        return {"ip": ray.util.get_node_ip_address(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    refs = [where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)).remote() for i in range(n)]
+    out["placement"] = ray.get(refs, timeout=180)
+    ray.util.remove_placement_group(pg)
+print(json.dumps(out))
 """
+
+
+def placement_problems(placement, plan):
+    """Every node's GPU tasks saw distinct GPU ids, as many as the plan gives it, and only
+    ids from its CUDA_VISIBLE_DEVICES."""
+    by_ip = {}
+    for task in placement:
+        by_ip.setdefault(task["ip"], []).extend(task["gpu_ids"])
+    problems = []
+    for host, node in plan["nodes"].items():
+        seen = by_ip.get(node["cluster_ip"], [])
+        allowed = set(node["cuda_visible_devices"].split(",")) if node["cuda_visible_devices"] else set()
+        if len(seen) != node["num_gpus"] or len(set(seen)) != len(seen):
+            problems.append("%s: Ray placed %d GPU tasks with ids %s, %d GPUs planned. Fix: check "
+                            "--num-gpus and CUDA_VISIBLE_DEVICES in the Ray unit"
+                            % (host, len(seen), sorted(seen), node["num_gpus"]))
+        elif not set(seen) <= allowed:
+            problems.append("%s: Ray handed out GPU ids %s outside CUDA_VISIBLE_DEVICES %s"
+                            % (host, sorted(set(seen) - allowed), node["cuda_visible_devices"]))
+    return problems
 
 
 def summarize(nodes, expect=None, expect_gpus=0):

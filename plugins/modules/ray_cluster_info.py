@@ -34,6 +34,14 @@ options:
     description: Seconds to wait for the expectation; C(0) reads the cluster once.
     type: int
     default: 0
+  auth_token_file:
+    description: Token file of a cluster with token authentication (C(RAY_AUTH_MODE=token)).
+    type: path
+  placement:
+    description: Also run one task per GPU in a placement group, each reporting the node and the
+      GPU ids Ray gave it (C(ray.get_gpu_ids()), C(CUDA_VISIBLE_DEVICES)).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -77,6 +85,11 @@ missing:
   type: list
   elements: str
   returned: always
+placement:
+  description: With O(placement), one entry per GPU task, C({ip, gpu_ids, cuda_visible_devices}).
+  type: list
+  elements: dict
+  returned: when placement is true
 """
 
 import json
@@ -94,15 +107,19 @@ def main():
             expect_nodes=dict(type="dict", default={}),
             expect_gpus=dict(type="int", default=0),
             timeout=dict(type="int", default=0),
+            auth_token_file=dict(type="path"),
+            placement=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
     args = {"address": p["address"], "timeout": p["timeout"], "expect_gpus": p["expect_gpus"],
-            "expect_ips": sorted(p["expect_nodes"].values())}
+            "expect_ips": sorted(p["expect_nodes"].values()), "placement": p["placement"]}
     python = "%s/bin/python" % p["venv_dir"].rstrip("/")
-    rc, out, err = module.run_command([python, "-c", PROBE, json.dumps(args)],
-                                      environ_update={"RAY_USAGE_STATS_ENABLED": "0"})
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    if p["auth_token_file"]:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=p["auth_token_file"])
+    rc, out, err = module.run_command([python, "-c", PROBE, json.dumps(args)], environ_update=env)
     if rc != 0:
         module.fail_json(msg="cannot read the Ray cluster at %s (rc %d): %s"
                          % (p["address"], rc, (err or out).strip()[-2000:]))
@@ -110,6 +127,8 @@ def main():
     summary = summarize(probe["nodes"], p["expect_nodes"], p["expect_gpus"])
     result = dict(changed=False, ray_version=probe["ray_version"], nodes=probe["nodes"],
                   **{k: v for k, v in summary.items() if k != "problems"})
+    if p["placement"]:
+        result["placement"] = probe.get("placement", [])
     if summary["problems"]:
         module.fail_json(msg="Ray cluster at %s after %d s: %s" % (p["address"], p["timeout"],
                                                                  "; ".join(summary["problems"])),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "collections"))
 LAB = [sys.executable, str(ROOT / "tools/lab.py")]
 PREFIX = "it"
 INVENTORY = ROOT / ".lab/it"

@@ -45,3 +45,21 @@ def test_environment_gpu_subset():
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert ray_start_argv(make_plan(ids=[2, 3]), "n0").count("--num-gpus=2") == 1
+
+
+def test_rank_resources_and_dashboard_loopback_only():
+    plan = make_plan()
+    argv = ray_start_argv(plan, "n1")
+    assert '--resources={"sglang_group_g":1,"sglang_rank_g_1":1}' in argv
+    head = ray_start_argv(plan, "n0", dashboard=True)
+    assert "--dashboard-host=127.0.0.1" in head and "--dashboard-port=8265" in head
+    assert "--include-dashboard=false" in ray_start_argv(plan, "n0")
+    assert not any(a.startswith("--dashboard-host") for a in ray_start_argv(plan, "n1", dashboard=True))
+
+
+def test_token_auth_environment_points_at_the_file():
+    env = ray_environment(make_plan(), "n0", auth_token_path="/etc/sglang/ray-auth-token", gcs_reconnect_timeout=30)
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/etc/sglang/ray-auth-token"
+    assert "RAY_AUTH_TOKEN" not in env  # the token itself never enters the unit
+    assert env["RAY_gcs_rpc_server_reconnect_timeout_s"] == "30"
+    assert "RAY_AUTH_MODE" not in ray_environment(make_plan(), "n0")
