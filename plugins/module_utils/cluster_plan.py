@@ -417,6 +417,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
             if nodes[rank0]["cluster_ip"] and dist_port else None,
             api_key_required=bool(chk.get(first, "sglang_api_key_required")),
+            dist_port_span=span,
         )
 
     head = ray_head or all_hosts[0]

@@ -53,6 +53,8 @@ def on_host(host, command):
 @pytest.fixture(scope="session")
 def lab_hosts():
     t0 = time.monotonic()
+    if not os.environ.get("LAB_KEEP"):  # fresh hosts: the first deploy must start from nothing
+        subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
     subprocess.run(LAB + ["up", "--prefix", PREFIX, "--first", "31", "--count", "2"], check=True)
     print("\nlab up: %.1f s" % (time.monotonic() - t0))
     yield ["%s1" % PREFIX, "%s2" % PREFIX]

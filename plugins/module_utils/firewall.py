@@ -1,0 +1,75 @@
+"""The node's nftables ruleset: cluster ports reachable only from the cluster networks.
+
+Why this exists: Ray's GCS and dashboard run code for whoever reaches them (ShadowRay,
+CVE-2023-48022), and NCCL/gloo need open high ports between nodes. The ruleset lives in a
+table of its own with policy accept and only drops what this collection owns, so it never
+fights the host's other rules and never locks out SSH.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+TABLE = "sglang_ops"
+
+
+def _ports(plan, host):
+    """(port set words, ranges) that only cluster members may open connections to."""
+    node = plan["nodes"][host]
+    ports = node["ports"]
+    single = {v for k, v in ports.items() if k not in ("ray_min_worker_port", "ray_max_worker_port",
+                                                        "sglang_port") and v}
+    ranges = ["%d-%d" % (ports["ray_min_worker_port"], ports["ray_max_worker_port"])]
+    dist, span = ports.get("sglang_dist_init_port"), plan["groups"][node["group"]].get("dist_port_span") or 0
+    if dist and span:
+        ranges.append("%d-%d" % (dist, dist + span))
+    bounds = [tuple(map(int, r.split("-"))) for r in ranges]
+    return sorted(p for p in single if not any(lo <= p <= hi for lo, hi in bounds)), ranges
+
+
+def _split(cidrs):
+    nets = [ipaddress.ip_network(str(c), strict=False) for c in cidrs]
+    return ([str(n) for n in nets if n.version == 4], [str(n) for n in nets if n.version == 6])
+
+
+def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="32768-60999"):
+    """The whole file `nft -f` loads: (re)defines table inet sglang_ops atomically."""
+    node = plan["nodes"][host]
+    cluster4, cluster6 = _split(plan["cidrs"] or ["%s/%d" % (node["cluster_ip"], 32 if ":" not in node["cluster_ip"] else 128)])
+    client4, client6 = _split(client_cidrs)
+    single, ranges = _ports(plan, host)
+    guarded = ", ".join([str(p) for p in single] + ranges + ([dynamic_ports] if dynamic_ports else []))
+    http = node["ports"]["sglang_port"]
+    iface = node["cluster_interface"]
+    lines = [
+        "# Managed by sglang_ops.cluster (firewall role). Loaded by sglang-firewall.service.",
+        "# Policy accept: this table only drops the ports it owns, from everyone outside the cluster.",
+        "table inet %s" % TABLE,
+        "delete table inet %s" % TABLE,
+        "table inet %s {" % TABLE,
+    ]
+    for name, family, nets in (("cluster_v4", "ipv4_addr", cluster4), ("cluster_v6", "ipv6_addr", cluster6),
+                               ("client_v4", "ipv4_addr", client4), ("client_v6", "ipv6_addr", client6)):
+        if nets:
+            lines.append("\tset %s { type %s; flags interval; elements = { %s } }" % (name, family, ", ".join(nets)))
+    lines += [
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        '\t\tiif "lo" accept',
+        "\t\tct state established,related accept",
+        "\t\ttcp dport { %s } accept comment \"ssh is never locked out\"" % ", ".join(str(p) for p in sorted(set(ssh_ports))),
+    ]
+    for family, name, nets in (("ip", "cluster_v4", cluster4), ("ip6", "cluster_v6", cluster6)):
+        if nets:
+            lines.append('\t\tiifname "%s" %s saddr @%s accept comment "cluster traffic, NCCL/gloo included"'
+                         % (iface, family, name))
+    for family, name, nets in (("ip", "client_v4", client4), ("ip6", "client_v6", client6)):
+        if nets:
+            lines.append('\t\ttcp dport %d %s saddr @%s accept comment "SGLang API clients"' % (http, family, name))
+    lines += [
+        '\t\ttcp dport { %s } drop comment "cluster-only ports"' % guarded,
+        '\t\ttcp dport %d drop comment "SGLang API: only cluster and client networks"' % http,
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
