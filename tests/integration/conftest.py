@@ -1,6 +1,6 @@
 """Integration tests on real lab hosts: systemd, sshd and nftables in podman, over SSH.
 
-One lab (prefix `it`, hosts it1.., addresses .31..) is brought up per session with the
+One lab (prefix `it`, hosts it1 and it2 at .31 and .32, or IT_PREFIX / IT_FIRST) is brought up per session with the
 project's own tools/lab.py and removed at the end; tests deploy onto it with ansible-playbook
 exactly as an operator would.
 """
@@ -16,9 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "collections"))
+sys.path.insert(0, str(ROOT / "tools"))
+import lab  # noqa: E402  (the project's lab tool)
+
 LAB = [sys.executable, str(ROOT / "tools/lab.py")]
-PREFIX = "it"
-INVENTORY = ROOT / ".lab/it"
+# IT_PREFIX / IT_FIRST let a developer run these tests beside a CI run without sharing hosts.
+PREFIX = os.environ.get("IT_PREFIX", "it")
+FIRST = int(os.environ.get("IT_FIRST", "31"))
+HOSTS = lab.lab_hosts(PREFIX, 2, FIRST)
+H1, H2 = HOSTS[0]["name"], HOSTS[1]["name"]
+IP1, IP2 = HOSTS[0]["ipv4"], HOSTS[1]["ipv4"]
+INVENTORY = lab.inventory_dir(PREFIX)
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -55,9 +63,9 @@ def lab_hosts():
     t0 = time.monotonic()
     if not os.environ.get("LAB_KEEP"):  # fresh hosts: the first deploy must start from nothing
         subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
-    subprocess.run(LAB + ["up", "--prefix", PREFIX, "--first", "31", "--count", "2"], check=True)
+    subprocess.run(LAB + ["up", "--prefix", PREFIX, "--first", str(FIRST), "--count", "2"], check=True)
     print("\nlab up: %.1f s" % (time.monotonic() - t0))
-    yield ["%s1" % PREFIX, "%s2" % PREFIX]
+    yield [H1, H2]
     if not os.environ.get("LAB_KEEP"):  # LAB_KEEP=1 keeps the hosts for the next run
         subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
 

@@ -3,11 +3,10 @@
 import os
 import shutil
 import subprocess
-import sys
 
 import yaml
 
-from conftest import INVENTORY, ROOT, on_host, playbook
+from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
 
 
 def test_first_deploy_brings_up_two_ray_nodes(deployed):
@@ -18,7 +17,7 @@ def test_first_deploy_brings_up_two_ray_nodes(deployed):
 def test_second_deploy_changes_nothing(deployed):
     run = playbook("playbooks/deploy.yml")
     assert run.rc == 0
-    assert {h: r["changed"] for h, r in run.recap.items()} == {"it1": 0, "it2": 0}
+    assert {h: r["changed"] for h, r in run.recap.items()} == {H1: 0, H2: 0}
 
 
 def test_verify_reports_nodes_and_gpus(deployed):
@@ -29,13 +28,13 @@ def test_verify_reports_nodes_and_gpus(deployed):
 
 
 def test_verify_fails_when_a_worker_is_down(deployed):
-    on_host("it2", "systemctl stop sglang-ray")
+    on_host(H2, "systemctl stop sglang-ray")
     try:
         run = playbook("playbooks/verify.yml", INVENTORY, "-e", "verify_ray_timeout=5")
         assert run.rc != 0
-        assert "it2: sglang-ray is" in run.out  # the unit check names the host
+        assert f"{H2}: sglang-ray is" in run.out  # the unit check names the host
     finally:
-        on_host("it2", "systemctl start sglang-ray")
+        on_host(H2, "systemctl start sglang-ray")
     assert playbook("playbooks/verify.yml").rc == 0  # and it rejoins
 
 
@@ -63,21 +62,21 @@ def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
     data = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
     hosts = data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
-    hosts["it2"]["cluster_interface"] = None          # missing interface on one host
-    hosts["it1"]["sglang_tp"] = 3                      # tp not matching 2 nodes x 4 GPUs
+    hosts[H2]["cluster_interface"] = None          # missing interface on one host
+    hosts[H1]["sglang_tp"] = 3                      # tp not matching 2 nodes x 4 GPUs
     (inv / "hosts.yml").write_text(yaml.safe_dump(data))
 
     def logins():
         return {h: on_host(h, "journalctl -q -u ssh.service -o cat | grep -c 'Accepted publickey' || true").strip()
-                for h in ("it1", "it2")}
+                for h in (H1, H2)}
 
     def units():
         return {h: on_host(h, "systemctl show sglang-ray -p ActiveEnterTimestamp --value; "
-                              "stat -c %Y /etc/systemd/system/sglang-ray.service") for h in ("it1", "it2")}
+                              "stat -c %Y /etc/systemd/system/sglang-ray.service") for h in (H1, H2)}
 
     before_logins, before_units = logins(), units()
     run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
     assert run.rc != 0
     assert "no host was contacted" in run.out
-    assert "it2: cluster_interface: not set" in run.out and "sglang_tp" in run.out
+    assert f"{H2}: cluster_interface: not set" in run.out and "sglang_tp" in run.out
     assert logins() == before_logins and units() == before_units

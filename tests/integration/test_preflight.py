@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from conftest import INVENTORY, ROOT, on_host, playbook
+from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
 
 NFT_DROP = ("nft add table inet sglang_test && "
             "nft 'add chain inet sglang_test input { type filter hook input priority -10; policy accept; }' && "
@@ -36,36 +36,36 @@ def inventory_with(tmp_path):
 def test_gloo_all_reduce_figures(deployed):
     run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_plan,preflight_collective")
     assert run.rc == 0
-    table = re.search(r"lab_model: 2 nodes, gloo, rank 0 it1.*?16 MiB[^\n]*", run.out, re.S)
+    table = re.search(rf"lab_model: 2 nodes, gloo, rank 0 {H1}.*?16 MiB[^\n]*", run.out, re.S)
     assert table, run.out[-3000:]
     busbw = [float(x) for x in re.findall(r"([0-9.]+) GB/s'?\n", table.group(0))]
     assert busbw and all(b > 0 for b in busbw)
 
 
 def test_closed_port_on_one_host_is_named_and_nothing_starts(deployed):
-    for host in ("it2", "it1"):
+    for host in (H2, H1):
         on_host(host, "systemctl stop sglang-ray")
-    on_host("it2", NFT_DROP % 20000)
+    on_host(H2, NFT_DROP % 20000)
     try:
         run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "preflight_mesh_settle=3")
         assert run.rc != 0
-        assert re.search(r"it1\s+it2\s+20000\s+timed out", run.out), run.out[-3000:]
+        assert re.search(rf"{H1}\s+{H2}\s+20000\s+timed out", run.out), run.out[-3000:]
         assert "Port mesh: 1 of 30 probes failed" in run.out
         assert "PLAY [Install the pinned" not in run.out
-        assert (ray_state("it1"), ray_state("it2")) != ("active", "active")
-        assert "active" not in (ray_state("it1"), ray_state("it2"))
+        assert (ray_state(H1), ray_state(H2)) != ("active", "active")
+        assert "active" not in (ray_state(H1), ray_state(H2))
     finally:
-        on_host("it2", "nft delete table inet sglang_test")
+        on_host(H2, "nft delete table inet sglang_test")
     run = playbook("playbooks/deploy.yml")
-    assert run.rc == 0 and (ray_state("it1"), ray_state("it2")) == ("active", "active")
+    assert run.rc == 0 and (ray_state(H1), ray_state(H2)) == ("active", "active")
 
 
 def test_wrong_interface_fails_fast_naming_the_host(deployed, inventory_with):
-    inv = inventory_with(it2={"cluster_interface": "eth9"})
+    inv = inventory_with(**{H2: {"cluster_interface": "eth9"}})
     run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
     assert run.rc != 0
-    assert "it2: cluster_interface: eth9 does not exist on this node (it has lo, eth0)" in run.out
-    assert "it1: cluster_interface" not in run.out
+    assert f"{H2}: cluster_interface: eth9 does not exist on this node (it has lo, eth0)" in run.out
+    assert f"{H1}: cluster_interface" not in run.out
     assert run.seconds < 30
     assert "PLAY [Install the pinned" not in run.out
 
@@ -73,23 +73,23 @@ def test_wrong_interface_fails_fast_naming_the_host(deployed, inventory_with):
 def test_collective_stops_peers_of_a_failing_rank(deployed, inventory_with):
     """The collective alone (node checks skipped): it2 cannot create its gloo device on eth9,
     says so, and it1 stops at once instead of waiting out the 60 s timeout."""
-    inv = inventory_with(it2={"cluster_interface": "eth9"})
+    inv = inventory_with(**{H2: {"cluster_interface": "eth9"}})
     t0 = time.monotonic()
     run = playbook("playbooks/preflight.yml", inv / "hosts.yml", "--tags", "preflight_plan,preflight_collective")
     assert run.rc != 0
-    assert re.search(r"it2: collective \(gloo, group lab_model\): \w+", run.out), run.out[-3000:]
+    assert re.search(rf"{H2}: collective \(gloo, group lab_model\): \w+", run.out), run.out[-3000:]
     assert "eth9" in run.out
     assert time.monotonic() - t0 < 45
 
 
 def test_other_ray_version_on_one_host_is_named_then_converged(deployed):
     metadata = "/opt/sglang/venv/lib/python3.11/site-packages/ray-2.60.0.dist-info/METADATA"
-    on_host("it2", "sed -i 's/^Version: 2.60.0$/Version: 2.59.0/' %s" % metadata)
+    on_host(H2, "sed -i 's/^Version: 2.60.0$/Version: 2.59.0/' %s" % metadata)
     run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_plan,preflight_parity")
     assert run.rc != 0
-    assert "it2: ray 2.59.0, but sglang_versions pins 2.60.0" in run.out
+    assert f"{H2}: ray 2.59.0, but sglang_versions pins 2.60.0" in run.out
     # deploy puts the pin back on that node only
     run = playbook("playbooks/deploy.yml")
     assert run.rc == 0
-    assert run.recap["it2"]["changed"] >= 1 and run.recap["it1"]["changed"] == 0
-    assert "Version: 2.60.0" in on_host("it2", "grep ^Version: %s" % metadata)
+    assert run.recap[H2]["changed"] >= 1 and run.recap[H1]["changed"] == 0
+    assert "Version: 2.60.0" in on_host(H2, "grep ^Version: %s" % metadata)

@@ -8,11 +8,11 @@ import time
 
 import yaml
 
-from conftest import INVENTORY, ROOT, on_host, playbook
+from conftest import H1, H2, INVENTORY, IP1, IP2, ROOT, on_host, playbook
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import PROBE
 
-HEAD_IP, WORKER_IP = "10.89.78.31", "10.89.78.32"
+HEAD_IP, WORKER_IP = IP1, IP2
 TOKEN = "/etc/sglang/ray-auth-token"
 PY = "/opt/sglang/venv/bin/python"
 
@@ -21,7 +21,7 @@ def ray_nodes(with_token=True, timeout=0):
     """Nodes as the head's driver sees them: [{ip, alive, ...}]."""
     env = "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=%s" % TOKEN if with_token else ""
     args = json.dumps({"address": "%s:6379" % HEAD_IP, "timeout": timeout, "expect_gpus": 0, "expect_ips": []})
-    proc = subprocess.run(["podman", "exec", "it1", "runuser", "-u", "sglang", "--", "sh", "-c",
+    proc = subprocess.run(["podman", "exec", H1, "runuser", "-u", "sglang", "--", "sh", "-c",
                            "env %s timeout 90 %s -c \"$0\" \"$1\"" % (env, PY), PROBE, args],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -55,12 +55,12 @@ def listening(host, uid):
 
 def test_ray_binds_only_planned_ports(deployed):
     planned = set(range(6379, 6386)) | set(range(11000, 11500))
-    for host in ("it1", "it2"):
+    for host in (H1, H2):
         uid = on_host(host, "id -u sglang").strip()
         ports = listening(host, uid)
         assert 6380 in ports and 6381 in ports, (host, ports)  # raylet and object manager are there
         assert ports <= planned, "%s: Ray listens outside the plan: %s" % (host, sorted(ports - planned))
-    assert 6379 in listening("it1", on_host("it1", "id -u sglang").strip())
+    assert 6379 in listening(H1, on_host(H1, "id -u sglang").strip())
 
 
 def test_client_without_token_is_refused(deployed):
@@ -72,24 +72,24 @@ def test_client_without_token_is_refused(deployed):
 def test_killed_raylet_is_restarted_and_rejoins(deployed):
     before = alive_ids()
     t0 = time.monotonic()
-    on_host("it2", "pkill -9 -x raylet")
+    on_host(H2, "pkill -9 -x raylet")
     seconds = wait_whole(60, {WORKER_IP}, before, t0)
-    print("\nraylet killed on it2: a new it2 node joined after %.1f s" % seconds)
-    assert int(on_host("it2", "systemctl show sglang-ray -p NRestarts --value")) >= 1
+    print(f"\nraylet killed on {H2}: a new {H2} node joined after %.1f s" % seconds)
+    assert int(on_host(H2, "systemctl show sglang-ray -p NRestarts --value")) >= 1
 
 
 def test_rebooted_worker_host_rejoins(deployed):
     before = alive_ids()
     t0 = time.monotonic()
-    subprocess.run(["podman", "restart", "-t", "5", "it2"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["podman", "restart", "-t", "5", H2], check=True, stdout=subprocess.DEVNULL)
     seconds = wait_whole(120, {WORKER_IP}, before, t0)
-    print("\nit2 container restarted: a new it2 node joined %.1f s after the restart began" % seconds)
+    print(f"\n{H2} container restarted: a new {H2} node joined %.1f s after the restart began" % seconds)
 
 
 def test_head_restart_brings_the_cluster_back(deployed):
     before = alive_ids()
     t0 = time.monotonic()
-    on_host("it1", "systemctl restart sglang-ray")
+    on_host(H1, "systemctl restart sglang-ray")
     seconds = wait_whole(150, {HEAD_IP, WORKER_IP}, before, t0)
     print("\nhead unit restarted: both nodes back as new nodes after %.1f s (workers' raylet reconnect "
           "timeout 30 s)" % seconds)
@@ -102,12 +102,12 @@ def test_changing_one_host_restarts_only_that_unit(deployed, tmp_path):
     inv = tmp_path / "inventory"
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
     data = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
-    data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]["it2"]["ray_extra_args"] = ["--num-cpus=1"]
+    data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"][H2]["ray_extra_args"] = ["--num-cpus=1"]
     (inv / "hosts.yml").write_text(yaml.safe_dump(data))
-    before = {h: started(h) for h in ("it1", "it2")}
+    before = {h: started(h) for h in (H1, H2)}
     run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
     assert run.rc == 0
-    assert run.recap["it1"]["changed"] == 0 and run.recap["it2"]["changed"] >= 1
-    assert started("it1") == before["it1"] and started("it2") != before["it2"]
-    assert "--num-cpus=1" in on_host("it2", "cat /etc/systemd/system/sglang-ray.service")
+    assert run.recap[H1]["changed"] == 0 and run.recap[H2]["changed"] >= 1
+    assert started(H1) == before[H1] and started(H2) != before[H2]
+    assert "--num-cpus=1" in on_host(H2, "cat /etc/systemd/system/sglang-ray.service")
     assert playbook("playbooks/deploy.yml").rc == 0  # back to the lab's own settings

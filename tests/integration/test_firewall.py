@@ -1,0 +1,108 @@
+"""The firewall on lab hosts: an outsider on the same bridge finds the cluster ports closed."""
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+import lab
+
+from conftest import FIRST, H1, H2, HOSTS, INVENTORY, IP1, IP2, PREFIX, ROOT, on_host, playbook
+
+OUTSIDER = f"{PREFIX}-outsider"
+NODES = {H1: (f"{IP1}", f"{HOSTS[0]['ipv6']}"), H2: (f"{IP2}", f"{HOSTS[1]['ipv6']}")}
+OUT_IP4 = lab.host_ipv4(61, FIRST)  # on the lab bridge, outside the nodes' /32s
+OUT_IP6 = lab.host_ipv6(61, FIRST)
+PORTS = sorted({6379, 8265, 10001, 11000, 11499} | set(range(6380, 6386)) | set(range(20000, 20101)))
+
+# Bounded scan: every (address, port) once, 0.5 s timeout, 64 threads.
+SCAN = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+targets = json.loads(sys.argv[1])
+def probe(t):
+    addr, port = t
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    s.settimeout(0.5)
+    try:
+        s.connect((addr, port)); return [addr, port]
+    except OSError:
+        return None
+    finally:
+        s.close()
+with ThreadPoolExecutor(64) as pool:
+    print(json.dumps([r for r in pool.map(probe, targets) if r]))
+"""
+
+
+def scan():
+    targets = [[a, p] for pair in NODES.values() for a in pair for p in PORTS]
+    out = subprocess.run(["podman", "exec", OUTSIDER, "python3", "-c", SCAN, json.dumps(targets)],
+                         check=True, stdout=subprocess.PIPE, text=True, timeout=120).stdout
+    return [tuple(x) for x in json.loads(out)]
+
+
+@pytest.fixture(scope="module")
+def outsider(lab_hosts):
+    """A host on the same podman network, outside the cluster's CIDRs (.99)."""
+    subprocess.run(["podman", "rm", "-f", OUTSIDER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["podman", "run", "-d", "--name", OUTSIDER, "--label", f"lab.group={PREFIX}", "--network", lab.NETWORK,
+                    "--ip", f"{OUT_IP4}", "--ip6", f"{OUT_IP6}", lab.IMAGE], check=True, stdout=subprocess.DEVNULL)
+    yield OUTSIDER
+    subprocess.run(["podman", "rm", "-f", "-t", "2", OUTSIDER], stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def narrow_inventory(tmp_path):
+    """The lab inventory with the cluster's CIDRs narrowed to the two nodes' own addresses."""
+    def make(**extra):
+        inv = tmp_path / ("inventory-%d" % len(list(tmp_path.iterdir())))
+        shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
+        data = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
+        # host vars: they outrank the lab's group_vars/all (inline `all: vars:` would not)
+        hosts = data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
+        for host in hosts.values():
+            host.update(cluster_cidrs=[f"{IP1}/32", f"{IP2}/32"], **extra)
+        (inv / "hosts.yml").write_text(yaml.safe_dump(data))
+        return inv / "hosts.yml"
+    return make
+
+
+def test_outsider_finds_nothing_open_while_nodes_reach_each_other(deployed, outsider, narrow_inventory):
+    # Without the firewall the same scan does find Ray: the scan can fail.
+    assert playbook("playbooks/deploy.yml", narrow_inventory(firewall_enabled=False)).rc == 0
+    assert (f"{IP1}", 6379) in scan()
+    # An SSH session open while the rules change must survive them.
+    ssh = subprocess.Popen(["ssh", "-i", "/var/cache/sglang-lab/id_ed25519", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{IP1}",
+                            "sleep 25; echo still-here"], stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    run = playbook("playbooks/deploy.yml", narrow_inventory())
+    assert run.rc == 0 and "Port mesh: 30 probes between 2 nodes, all open" in run.out
+    t0 = time.monotonic()
+    opened = scan()
+    print("\noutsider scan of %d ports x 4 addresses: %d open, %.1f s" % (len(PORTS), len(opened), time.monotonic() - t0))
+    assert opened == []
+    assert ssh.communicate(timeout=60)[0].strip() == "still-here" and ssh.returncode == 0
+    again = playbook("playbooks/deploy.yml", narrow_inventory())
+    assert {h: r["changed"] for h, r in again.recap.items()} == {H1: 0, H2: 0}
+
+
+def test_rules_survive_a_reboot_and_an_nftables_reload(deployed, outsider, narrow_inventory):
+    assert playbook("playbooks/deploy.yml", narrow_inventory()).rc == 0
+    on_host(H2, "systemctl restart nftables || true")
+    assert "table inet sglang_ops" in on_host(H2, "nft list tables")
+    subprocess.run(["podman", "restart", "-t", "5", H2], check=True, stdout=subprocess.DEVNULL)
+    for _ in range(60):
+        if "table inet sglang_ops" in subprocess.run(["podman", "exec", H2, "nft", "list", "tables"],
+                                                     stdout=subprocess.PIPE, text=True).stdout:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("table inet sglang_ops not loaded after reboot")
+    assert (f"{IP2}", 6380) not in scan()
+    # back to the lab's own inventory for the tests that follow
+    assert playbook("playbooks/deploy.yml").rc == 0
