@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import collective, mesh, preflight
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import collective, mesh, preflight, report
 
 
 def collect(hostvars, hosts, name):
@@ -52,8 +52,17 @@ def collective_report(results_by_host, plan, facts_by_host, socket_fallback, min
     return report
 
 
+def verify_report(hostvars, plan, names, gpu_real):
+    """Rows of the verify report from each host's registered results ({row name: variable})."""
+    results = {h: {k: hostvars[h].get(v) for k, v in names.items() if v in hostvars[h]} for h in plan["nodes"]
+               if h in hostvars}
+    rows = report.verify_rows(results, plan, gpu_real)
+    return {"rows": rows, "lines": report.render(rows),
+            "failed": sum(r["status"] == report.FAIL for r in rows)}
+
+
 class FilterModule:
-    """Preflight filters."""
+    """Preflight and verify filters."""
 
     def filters(self):
         return {
@@ -64,4 +73,5 @@ class FilterModule:
             "node_problems": node_problems,
             "parity_problems": parity_problems,
             "collective_report": collective_report,
+            "verify_report": verify_report,
         }

@@ -26,7 +26,9 @@ while True:
         break
     time.sleep(1)
 out = {"ray_version": ray.__version__, "nodes": nodes}
-if args.get("placement") and gpus >= 1:
+if args.get("placement"):
+    out["placement"] = None  # stays None when the cluster is incomplete: placement would only wait
+if args.get("placement") and gpus >= max(1, args["expect_gpus"]):
     # One task per GPU, each in its own bundle, so every GPU is held at once and reported once.
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

@@ -37,6 +37,11 @@ options:
   auth_token_file:
     description: Token file of a cluster with token authentication (C(RAY_AUTH_MODE=token)).
     type: path
+  fail_on_missing:
+    description: Fail when the expectation is not met after O(timeout); with C(false) the result only
+      reports it (C(missing)), for callers that build their own report.
+    type: bool
+    default: true
   placement:
     description: Also run one task per GPU in a placement group, each reporting the node and the
       GPU ids Ray gave it (C(ray.get_gpu_ids()), C(CUDA_VISIBLE_DEVICES)).
@@ -86,7 +91,8 @@ missing:
   elements: str
   returned: always
 placement:
-  description: With O(placement), one entry per GPU task, C({ip, gpu_ids, cuda_visible_devices}).
+  description: With O(placement), one entry per GPU task, C({ip, gpu_ids, cuda_visible_devices});
+    null when the cluster was incomplete and no task was placed.
   type: list
   elements: dict
   returned: when placement is true
@@ -109,6 +115,7 @@ def main():
             timeout=dict(type="int", default=0),
             auth_token_file=dict(type="path"),
             placement=dict(type="bool", default=False),
+            fail_on_missing=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -128,8 +135,8 @@ def main():
     result = dict(changed=False, ray_version=probe["ray_version"], nodes=probe["nodes"],
                   **{k: v for k, v in summary.items() if k != "problems"})
     if p["placement"]:
-        result["placement"] = probe.get("placement", [])
-    if summary["problems"]:
+        result["placement"] = probe.get("placement")
+    if summary["problems"] and p["fail_on_missing"]:
         module.fail_json(msg="Ray cluster at %s after %d s: %s" % (p["address"], p["timeout"],
                                                                  "; ".join(summary["problems"])),
                          **result)

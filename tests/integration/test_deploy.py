@@ -1,5 +1,6 @@
 """deploy.yml and verify.yml on two lab hosts, as an operator runs them."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,8 +24,11 @@ def test_second_deploy_changes_nothing(deployed):
 def test_verify_reports_nodes_and_gpus(deployed):
     run = playbook("playbooks/verify.yml")
     assert run.rc == 0
-    assert "nodes alive: 2 / 2 planned" in run.out
-    assert "GPUs: 8 / 8 planned (declared fake: CPU test hosts)" in run.out
+    assert "14 passed, 0 failed, 4 not run" in run.out
+    assert "not run: health_generate on %s: no GPU: CPU test hosts cannot serve SGLang" % H1 in run.out
+    report = json.loads((ROOT / "verify-report.json").read_text())
+    gpus = [c for c in report["checks"] if c["check"] == "ray GPUs"]
+    assert [c["reason"] for c in gpus] == ["4 of 4 (declared fake)"] * 2
 
 
 def test_verify_fails_when_a_worker_is_down(deployed):
@@ -32,7 +36,8 @@ def test_verify_fails_when_a_worker_is_down(deployed):
     try:
         run = playbook("playbooks/verify.yml", INVENTORY, "-e", "verify_ray_timeout=5")
         assert run.rc != 0
-        assert f"{H2}: sglang-ray is" in run.out  # the unit check names the host
+        assert f"FAIL ray unit on {H2}: sglang-ray is" in run.out  # the report names the host
+        assert f"FAIL ray node alive on {H2}" in run.out
     finally:
         on_host(H2, "systemctl start sglang-ray")
     assert playbook("playbooks/verify.yml").rc == 0  # and it rejoins
@@ -53,7 +58,7 @@ def test_installed_collection_runs_by_fqcn(deployed, tmp_path):
                              env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True).stdout
     assert str(tmp_path / "colls") in listing
     run = playbook("sglang_ops.cluster.verify", inv, env=env, cwd=tmp_path)
-    assert run.rc == 0 and "nodes alive: 2 / 2 planned" in run.out
+    assert run.rc == 0 and "14 passed, 0 failed, 4 not run" in run.out
 
 
 def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):

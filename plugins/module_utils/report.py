@@ -1,0 +1,96 @@
+"""The verify report: every check on every node as pass / fail / not run, with the reason.
+
+Why this exists: operators need one answer they can trust after a deploy, including what was
+*not* checked and why (no GPU, no server deployed), instead of a green run that skipped things.
+The rows are built from the registered results of the verify role's checks; this module
+decides, renders the table and the JSON.
+"""
+
+from __future__ import annotations
+
+PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
+
+
+def row(check, node, status, reason=""):
+    return {"check": check, "node": node, "status": status, "reason": reason}
+
+
+def _unit_row(check, host, result, unit):
+    status = (result or {}).get("status") or {}
+    if status.get("LoadState") in (None, "not-found"):
+        return row(check, host, FAIL, "%s is not installed" % unit)
+    active, enabled = status.get("ActiveState"), status.get("UnitFileState")
+    if active == "active" and enabled == "enabled":
+        return row(check, host, PASS, "%s active, enabled" % unit)
+    return row(check, host, FAIL, "%s is %s / %s (journalctl -u %s)" % (unit, active, enabled, unit))
+
+
+def verify_rows(results, plan, gpu_real):
+    """results: {host: {name: registered result}} for the verify role's checks."""
+    rows = []
+    hosts = list(plan["nodes"])
+    ray = next((r.get("ray") for r in results.values() if r.get("ray")), None) or {}
+    alive = {n["ip"]: n for n in ray.get("nodes", []) if n.get("alive")}
+    placement = {}
+    for task in ray.get("placement", []) or []:
+        placement.setdefault(task["ip"], []).extend(task["gpu_ids"])
+    for host in hosts:
+        node, res = plan["nodes"][host], results.get(host, {})
+        rows.append(_unit_row("ray unit", host, res.get("ray_unit"), "sglang-ray"))
+        fw = res.get("firewall_unit")
+        rows.append(_unit_row("firewall", host, fw, "sglang-firewall") if fw and not fw.get("skipped")
+                    else row("firewall", host, NOT_RUN, "firewall_enabled is false"))
+        if ray.get("failed") and not ray.get("nodes"):
+            rows.append(row("ray node alive", host, FAIL, ray.get("msg", "cannot read the Ray cluster")))
+        else:
+            me = alive.get(node["cluster_ip"])
+            rows.append(row("ray node alive", host, PASS if me else FAIL,
+                            "node %s" % me["node_id"][:8] if me else "%s not alive in Ray" % node["cluster_ip"]))
+            gpus = int(me.get("gpus", 0)) if me else 0
+            rows.append(row("ray GPUs", host, PASS if me and gpus == node["num_gpus"] else FAIL,
+                            "%d of %d%s" % (gpus, node["num_gpus"], " (declared fake)" if node["gpus_fake"] else "")))
+        if "placement" not in ray:
+            rows.append(row("GPU placement", host, NOT_RUN, "verify_ray_placement is false or no GPUs"))
+        elif ray["placement"] is None:
+            rows.append(row("GPU placement", host, NOT_RUN, "the Ray cluster is incomplete"))
+        else:
+            seen = placement.get(node["cluster_ip"], [])
+            ok = len(seen) == node["num_gpus"] == len(set(seen))
+            rows.append(row("GPU placement", host, PASS if ok else FAIL, "GPU ids %s" % ",".join(sorted(seen))))
+        mesh = res.get("mesh")
+        if not mesh or mesh.get("skipped"):
+            rows.append(row("port mesh", host, NOT_RUN, "verify_mesh is false"))
+        else:
+            bad = ["%s:%d" % (p["to"], p["port"]) for p in mesh.get("results", []) if not p["ok"]]
+            rows.append(row("port mesh", host, FAIL if bad or mesh.get("failed") else PASS,
+                            ("cannot reach " + ", ".join(bad)) if bad else "%d probes to peers" % len(mesh.get("results", []))))
+        coll = res.get("collective")
+        if not coll or coll.get("skipped"):
+            rows.append(row("collective", host, NOT_RUN, "verify_collective is false"))
+        else:
+            best = max((f["busbw_gbps"] for f in coll.get("figures", [])), default=0)
+            rows.append(row("collective", host, PASS if coll.get("ok") else FAIL,
+                            "%s all_reduce, busbw %.3f GB/s" % (coll.get("backend"), best) if coll.get("ok")
+                            else coll.get("error") or coll.get("msg", "failed")))
+    for group, spec in plan["groups"].items():
+        reason = ("no GPU: CPU test hosts cannot serve SGLang" if not gpu_real
+                  else "no SGLang server deployed by this collection yet")
+        for check in ("health_generate", "v1/models", "test generation", "benchmark"):
+            rows.append(row(check, spec["rank0"], NOT_RUN, reason))
+    return rows
+
+
+def render(rows):
+    """Lines of a check x node table, then the reasons of everything that is not a pass."""
+    nodes = list(dict.fromkeys(r["node"] for r in rows))
+    checks = list(dict.fromkeys(r["check"] for r in rows))
+    cell = {(r["check"], r["node"]): r for r in rows}
+    label = {PASS: "pass", FAIL: "FAIL", NOT_RUN: "not run"}
+    table = [["check"] + nodes] + [[c] + [label[cell[(c, n)]["status"]] if (c, n) in cell else "-" for n in nodes]
+                                   for c in checks]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
+    notes = ["%s %s on %s: %s" % ("FAIL" if r["status"] == FAIL else "not run:", r["check"], r["node"], r["reason"])
+             for r in rows if r["status"] != PASS]
+    counts = {s: sum(r["status"] == s for r in rows) for s in (PASS, FAIL, NOT_RUN)}
+    return lines + [""] + notes + ["", "%d passed, %d failed, %d not run" % (counts[PASS], counts[FAIL], counts[NOT_RUN])]

@@ -1,0 +1,37 @@
+"""The nftables ruleset: what it accepts, what it drops, and in which order."""
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import nft_ruleset
+
+
+def plan(ip="10.0.0.%d", cidrs=("10.0.0.0/24",)):
+    hv = {h: dict(ansible_host=ip % (10 + i), cluster_interface="ens1", cluster_gpus_per_node=8,
+                  sglang_model_path="m", cluster_cidrs=list(cidrs)) for i, h in enumerate(("a", "b"))}
+    return build_plan({"g": ["a", "b"]}, hv)
+
+
+def test_order_ssh_cluster_then_drops():
+    text = nft_ruleset(plan(), "a", ssh_ports=[22, 2222])
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[2:4] == ["table inet sglang_ops", "delete table inet sglang_ops"]  # atomic redefinition
+    ssh = next(i for i, line in enumerate(lines) if line.startswith("tcp dport { 22, 2222 } accept"))
+    cluster = next(i for i, line in enumerate(lines) if 'iifname "ens1" ip saddr @cluster_v4 accept' in line)
+    drop = next(i for i, line in enumerate(lines) if "drop comment \"cluster-only ports\"" in line)
+    assert ssh < cluster < drop
+    assert "policy accept" in text and "flush" not in text
+    assert ("tcp dport { 6379, 6380, 6381, 6382, 6383, 6384, 6385, 8265, 10001, 11000-11499, 20000-20100, "
+            "32768-60999 } drop") in text
+    assert "tcp dport 30000 drop" in text and "client_v4" not in text
+
+
+def test_clients_ipv6_and_no_dynamic_range():
+    text = nft_ruleset(plan("fd00::%d", ("fd00::/64",)), "b", client_cidrs=["192.0.2.0/24", "2001:db8::/32"],
+                       dynamic_ports="")
+    assert "set cluster_v6 { type ipv6_addr; flags interval; elements = { fd00::/64 } }" in text
+    assert "cluster_v4" not in text
+    assert "tcp dport 30000 ip saddr @client_v4 accept" in text and "tcp dport 30000 ip6 saddr @client_v6 accept" in text
+    assert "32768-60999" not in text
+
+
+def test_without_cidrs_only_the_node_itself():
+    assert "elements = { 10.0.0.11/32 }" in nft_ruleset(plan(cidrs=()), "b")
