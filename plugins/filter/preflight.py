@@ -57,7 +57,7 @@ def verify_report(hostvars, plan, names, gpu_real):
     results = {h: {k: hostvars[h].get(v) for k, v in names.items() if v in hostvars[h]} for h in plan["nodes"]
                if h in hostvars}
     rows = report.verify_rows(results, plan, gpu_real)
-    return {"rows": rows, "lines": report.render(rows),
+    return {"rows": rows, "lines": report.render(rows, [report.totals(results, plan), ""]),
             "failed": sum(r["status"] == report.FAIL for r in rows)}
 
 

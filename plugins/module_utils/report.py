@@ -80,7 +80,7 @@ def verify_rows(results, plan, gpu_real):
     return rows
 
 
-def render(rows):
+def render(rows, header=()):
     """Lines of a check x node table, then the reasons of everything that is not a pass."""
     nodes = list(dict.fromkeys(r["node"] for r in rows))
     checks = list(dict.fromkeys(r["check"] for r in rows))
@@ -93,4 +93,15 @@ def render(rows):
     notes = ["%s %s on %s: %s" % ("FAIL" if r["status"] == FAIL else "not run:", r["check"], r["node"], r["reason"])
              for r in rows if r["status"] != PASS]
     counts = {s: sum(r["status"] == s for r in rows) for s in (PASS, FAIL, NOT_RUN)}
-    return lines + [""] + notes + ["", "%d passed, %d failed, %d not run" % (counts[PASS], counts[FAIL], counts[NOT_RUN])]
+    return (list(header) + lines + [""] + notes
+            + ["", "%d passed, %d failed, %d not run" % (counts[PASS], counts[FAIL], counts[NOT_RUN])])
+
+
+def totals(results, plan):
+    """One line with the cluster totals: Ray version, alive nodes and GPUs against the plan."""
+    ray = next((r.get("ray") for r in results.values() if r.get("ray")), None) or {}
+    alive = [n for n in ray.get("nodes", []) if n.get("alive")]
+    fake = any(n["gpus_fake"] for n in plan["nodes"].values())
+    return "Ray %s at %s: %d / %d nodes alive, %d / %d GPUs%s" % (
+        ray.get("ray_version", "?"), plan["ray"]["gcs_address"], len(alive), plan["ray"]["nodes"],
+        int(sum(n.get("gpus", 0) for n in alive)), plan["ray"]["gpus"], " (declared fake: CPU test hosts)" if fake else "")

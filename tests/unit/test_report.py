@@ -1,7 +1,7 @@
 """The verify report: rows from check results, and a table that never calls 'not run' a pass."""
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.report import render, verify_rows
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.report import render, totals, verify_rows
 
 PLAN = build_plan({"g": ["a", "b"]}, {
     h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=2, cluster_gpus_fake=True,
@@ -54,3 +54,8 @@ def test_firewall_disabled_and_missing_unit():
                        PLAN, gpu_real=False)
     assert status(rows, "firewall", "a")["status"] == "not run"
     assert status(rows, "firewall", "b")["reason"] == "sglang-firewall is not installed"
+
+
+def test_totals_line():
+    assert totals(results(), PLAN) == ("Ray ? at 10.0.0.10:6379: 2 / 2 nodes alive, 4 / 4 GPUs "
+                                       "(declared fake: CPU test hosts)")
