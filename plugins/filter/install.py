@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import install
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import driver, install
 
 
 def _wrap(func):
@@ -18,10 +18,11 @@ def _wrap(func):
 
 
 class FilterModule:
-    """`pip_source_args(mode, url)`, `pinned_requirements(versions)`."""
+    """`pip_source_args(mode, url)`, `pinned_requirements(versions)`, `gpu_driver_plan(...)`."""
 
     def filters(self):
         return {
             "pip_source_args": _wrap(install.pip_source_args),
             "pinned_requirements": _wrap(install.pinned_requirements),
+            "gpu_driver_plan": _wrap(driver.plan),
         }

@@ -85,3 +85,13 @@ def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
     assert "no host was contacted" in run.out
     assert f"{H2}: cluster_interface: not set" in run.out and "sglang_tp" in run.out
     assert logins() == before_logins and units() == before_units
+
+
+def test_nvidia_driver_plan_in_check_mode(deployed):
+    """On a CPU host, NVIDIA mode in check mode shows the package, the pin and the reboot plan."""
+    run = playbook("playbooks/deploy.yml", INVENTORY, "--check", "-e", "gpu_driver_vendor=nvidia",
+                   "--tags", "gpu_driver_install")
+    assert run.rc == 0
+    assert "nvidia driver: install (no nvidia driver installed); packages nvidia-open-570=570.133.20" in run.out.replace("\n        ", " ")
+    assert "reboot yes, one host at a time" in run.out.replace("\n        ", " ")
+    assert all(r["changed"] == 0 for r in run.recap.values())
