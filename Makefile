@@ -41,6 +41,7 @@ unit: venv
 lint: venv
 	ansible-lint
 	antsibull-changelog lint
+	for m in plugins/modules/*.py; do ansible-doc -j sglang_ops.cluster.$$(basename $$m .py) >/dev/null || exit 1; done
 
 syntax: venv
 	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/two_node $$p || exit 1; done

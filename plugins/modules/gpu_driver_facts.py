@@ -13,11 +13,8 @@ description:
     devices, and the ROCm version from C(/opt/rocm/.info/version).
   - Read-only; the same in check mode.
 options: {}
-attributes:
-  check_mode:
-    support: full
-author:
-  - sglang_ops maintainers
+extends_documentation_fragment:
+  - sglang_ops.cluster.read_only
 """
 
 EXAMPLES = r"""

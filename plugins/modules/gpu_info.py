@@ -16,11 +16,8 @@ description:
     count 0. Fake GPUs of test hosts are never reported here; the inventory declares them.
   - Read-only; the same in check mode.
 options: {}
-attributes:
-  check_mode:
-    support: full
-author:
-  - sglang_ops maintainers
+extends_documentation_fragment:
+  - sglang_ops.cluster.read_only
 """
 
 EXAMPLES = r"""

@@ -33,11 +33,8 @@ options:
     type: list
     elements: str
     default: [torch, ray, sglang, sgl-kernel]
-attributes:
-  check_mode:
-    support: full
-author:
-  - sglang_ops maintainers
+extends_documentation_fragment:
+  - sglang_ops.cluster.read_only
 """
 
 EXAMPLES = r"""

@@ -47,11 +47,8 @@ options:
       GPU ids Ray gave it (C(ray.get_gpu_ids()), C(CUDA_VISIBLE_DEVICES)).
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-author:
-  - sglang_ops maintainers
+extends_documentation_fragment:
+  - sglang_ops.cluster.read_only
 """
 
 EXAMPLES = r"""
