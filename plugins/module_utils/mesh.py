@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -115,28 +114,3 @@ def mesh_table(failures):
     rows = [("from", "to", "port", "error")] + [(a, b, str(c), d) for a, b, c, d in failures]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-
-
-def serve_for_test(address, ports, stop):
-    """A listener thread for unit tests (same behaviour as LISTENER, in-process)."""
-    socks = []
-    for port in ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((address, port))
-        s.listen(64)
-        s.settimeout(0.1)
-        socks.append(s)
-
-    def loop():
-        while not stop.is_set():
-            for s in socks:
-                try:
-                    s.accept()[0].close()
-                except OSError:
-                    pass
-        for s in socks:
-            s.close()
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread

@@ -8,6 +8,31 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils import mesh
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 
 
+def serve_for_test(address, ports, stop):
+    """An in-process listener (the behaviour of mesh.LISTENER) until `stop` is set."""
+    socks = []
+    for port in ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(64)
+        s.settimeout(0.1)
+        socks.append(s)
+
+    def loop():
+        while not stop.is_set():
+            for s in socks:
+                try:
+                    s.accept()[0].close()
+                except OSError:
+                    pass
+        for s in socks:
+            s.close()
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -19,7 +44,7 @@ def free_port():
 def test_open_and_closed_ports_on_loopback():
     open_port, closed_port = free_port(), free_port()
     stop = threading.Event()
-    mesh.serve_for_test("127.0.0.1", [open_port], stop)
+    serve_for_test("127.0.0.1", [open_port], stop)
     try:
         t0 = time.monotonic()
         results = mesh.probe_all([{"host": "peer", "address": "127.0.0.1", "ports": [open_port, closed_port]}],
@@ -36,7 +61,7 @@ def test_open_and_closed_ports_on_loopback():
 def test_late_listener_is_found_within_settle():
     port = free_port()
     stop = threading.Event()
-    threading.Timer(0.5, lambda: mesh.serve_for_test("127.0.0.1", [port], stop)).start()
+    threading.Timer(0.5, lambda: serve_for_test("127.0.0.1", [port], stop)).start()
     try:
         result, = mesh.probe_all([{"host": "p", "address": "127.0.0.1", "ports": [port]}], timeout=0.5, settle=3)
     finally:
