@@ -11,6 +11,7 @@ Molecule's create/destroy call this same tool, so there is one way test hosts ar
     lab.py deps                 install/check the podman stack (Debian, root)
     lab.py image [--force]      build the cached host image with debootstrap
     lab.py wheels               download the pinned wheels for the hosts' Python
+    lab.py model                write the tiny model the lab copies to its hosts
     lab.py up [-n N]            deps + image + hosts + wheelhouse + inventory
     lab.py down                 remove this prefix's hosts (and the wheel server if none remain)
     lab.py list                 name, IPv4, IPv6, state
@@ -36,6 +37,7 @@ CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/sglang-lab"))
 KEY = CACHE / "id_ed25519"
 WHEELHOUSE = CACHE / "wheelhouse"
 SERVER_PID = CACHE / "wheelhouse.pid"
+MODEL_DIR = CACHE / "models" / "tiny-llama"
 IMAGE = os.environ.get("LAB_IMAGE", "localhost/sglang-lab:bookworm")
 NETWORK = os.environ.get("LAB_NETWORK", "sglab")
 NET4 = ipaddress.ip_network(os.environ.get("LAB_NET4", "10.89.78.0/24"))
@@ -240,12 +242,69 @@ def image(args=None) -> None:
 # --- wheelhouse ---------------------------------------------------------------------------
 
 def pinned_requirements() -> list[str]:
-    """The lab inventory's pins, which the install role applies, so wheels and venv cannot drift."""
+    """The lab inventory's pins, which the install role applies, so wheels and venv cannot drift:
+    the full lock when the inventory has one, else the pinned packages."""
     import yaml  # from the control venv (ansible-core needs PyYAML)
 
     defaults = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())
+    if defaults.get("sglang_lock"):
+        return list(defaults["sglang_lock"])
     versions = defaults["sglang_versions"]
     return [f"{name}=={versions[name]}" for name in defaults["sglang_install_packages"]]
+
+
+# torchvision from PyPI registers fake kernels for ops its C++ library provides; beside the
+# CPU torch that library does not load, the registration raises and `import sglang` fails.
+# torchvision guards its other registrations with `_has_ops()`; the lab's build guards these two
+# the same way and says so in its version (+sglangops1), which still satisfies the pin.
+TV_FILE = "torchvision/_meta_registrations.py"
+TV_LOCAL = "sglangops1"
+TV_GUARD = (
+    "\n\ndef _register_fake_if_ops(name):\n"
+    "    if torchvision.extension._has_ops():\n"
+    "        return torch.library.register_fake(name)\n"
+    "    return lambda fn: fn\n"
+)
+
+
+def patch_torchvision_source(text: str) -> str:
+    fakes = ('@torch.library.register_fake("torchvision::nms")',
+             '@torch.library.register_fake("torchvision::qnms")')
+    if not all(f in text for f in fakes) or "\n\n\ndef register_meta(" not in text:
+        raise SystemExit(f"lab: {TV_FILE} changed upstream; review the torchvision guard")
+    for fake in fakes:
+        text = text.replace(fake, fake.replace("torch.library.register_fake", "_register_fake_if_ops"))
+    return text.replace("\n\n\ndef register_meta(", TV_GUARD + "\n\ndef register_meta(", 1)
+
+
+def repack_torchvision(wheel: Path) -> Path:
+    """Rewrite a torchvision wheel with the guard, as version X+sglangops1 (RECORD updated)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, version, rest = wheel.name.split("-", 2)
+    new_version = f"{version}+{TV_LOCAL}"
+    old_info, new_info = f"{name}-{version}.dist-info/", f"{name}-{new_version}.dist-info/"
+    target = wheel.with_name(f"{name}-{new_version}-{rest}")
+    records = []
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            arcname = item.filename.replace(old_info, new_info, 1)
+            if arcname == new_info + "RECORD":
+                continue
+            data = src.read(item)
+            if item.filename == TV_FILE:
+                data = patch_torchvision_source(data.decode()).encode()
+            elif arcname == new_info + "METADATA":
+                data = data.decode().replace(f"\nVersion: {version}\n", f"\nVersion: {new_version}\n", 1).encode()
+            dst.writestr(arcname, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{arcname},sha256={digest},{len(data)}")
+        records.append(f"{new_info}RECORD,,")
+        dst.writestr(new_info + "RECORD", "\n".join(records) + "\n")
+    wheel.unlink()
+    return target
 
 
 def wheels(_args=None) -> None:
@@ -254,16 +313,32 @@ def wheels(_args=None) -> None:
     if stamp.exists() and stamp.read_text() == "\n".join(reqs):
         log(f"wheelhouse up to date ({len(list(WHEELHOUSE.glob('*.whl')))} wheels)")
         return
+    t0 = time.monotonic()
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     # Target the hosts' interpreter (bookworm: CPython 3.11, glibc 2.36), not this machine's;
     # pip does not expand manylinux_2_X to older tags by itself, so list them all.
     plats = [a for m in range(17, 37) for a in ("--platform", f"manylinux_2_{m}_x86_64")]
     plats += ["--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64"]
-    log(f"downloading wheels: {' '.join(reqs)}")
-    run(sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELHOUSE), "--only-binary=:all:",
-        "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
-        "--abi", "none", *plats, *reqs)
+    log(f"downloading {len(reqs)} pinned wheels")
+    # A lock is complete: --no-deps keeps pip from pulling what it leaves out (CUDA builds).
+    run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(WHEELHOUSE),
+        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+        "--abi", "abi3", "--abi", "none", *plats, *reqs)
+    for wheel in WHEELHOUSE.glob("torchvision-*.whl"):
+        if f"+{TV_LOCAL}" not in wheel.name:
+            repacked = repack_torchvision(wheel)
+            log(f"repacked {repacked.name} (guarded fake-op registrations)")
     stamp.write_text("\n".join(reqs))
+    log(f"wheelhouse ready in {time.monotonic() - t0:.0f} s")
+
+
+def tiny_model(_args=None) -> Path:
+    """The lab's model directory on the controller; the install role copies it to the hosts."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import tiny_model as tm
+
+    tm.write(MODEL_DIR)
+    return MODEL_DIR
 
 
 def wheel_url() -> str:
@@ -358,6 +433,7 @@ def up(args) -> None:
     deps()
     image()
     wheels()
+    tiny_model()
     hosts = lab_hosts(args.prefix, args.count, args.first)
     ensure_network()
     start_hosts(hosts, args.prefix, args.memory)
@@ -399,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("deps").set_defaults(fn=deps)
     sub.add_parser("image").add_argument("--force", action="store_true")
     sub.add_parser("wheels").set_defaults(fn=wheels)
+    sub.add_parser("model").set_defaults(fn=tiny_model)
     for name, fn in (("up", up), ("down", down), ("list", list_hosts), ("inventory", None)):
         sp = sub.add_parser(name)
         sp.add_argument("--prefix", default="lab", help="host name prefix and podman label")

@@ -44,6 +44,35 @@ def pinned_requirements(packages, versions):
     return ["%s==%s" % (p, versions[p]) for p in packages]
 
 
+def install_requirements(packages, versions, lock=None):
+    """What the venv must hold: the full lock when one is given, else the pinned packages.
+
+    A lock (every distribution, installed with --no-deps) must agree with sglang_versions and
+    cover every package the role installs, or nodes would run what nobody pinned.
+    """
+    if not lock:
+        return pinned_requirements(packages, versions)
+    locked = {}
+    for req in lock:
+        name, version = parse_pin(req)
+        if name in locked and locked[name] != version:
+            raise ValueError("sglang_lock pins %s twice (%s and %s)" % (name, locked[name], version))
+        locked[name] = version
+    for name, version in sorted(versions.items()):
+        have = locked.get(normalize_name(name))
+        if have is None:
+            raise ValueError("sglang_versions pins %s %s, but sglang_lock has no %s: add %s==%s "
+                             "to sglang_lock" % (name, version, name, name, version))
+        if have != str(version):
+            raise ValueError("sglang_versions pins %s %s, but sglang_lock has %s==%s: make them "
+                             "agree" % (name, version, name, have))
+    missing = [p for p in packages if normalize_name(p) not in locked]
+    if missing:
+        raise ValueError("sglang_install_packages lists %s, which sglang_lock does not pin"
+                         % ", ".join(missing))
+    return list(lock)
+
+
 def normalize_name(name):
     """PEP 503 name: `Foo_Bar.baz` and `foo-bar-baz` are the same project."""
     return re.sub(r"[-_.]+", "-", name).lower()

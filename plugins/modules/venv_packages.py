@@ -28,6 +28,12 @@ options:
     type: list
     elements: str
     default: []
+  no_deps:
+    description:
+      - Install with C(--no-deps), for a complete lock (every distribution pinned) rather than
+        a few top-level pins that pip completes.
+    type: bool
+    default: false
   python:
     description: Interpreter that creates the venv.
     type: path
@@ -85,6 +91,7 @@ def main():
             path=dict(type="path", required=True),
             requirements=dict(type="list", elements="str", required=True),
             pip_args=dict(type="list", elements="str", default=[]),
+            no_deps=dict(type="bool", default=False),
             python=dict(type="path", default="/usr/bin/python3"),
         ),
         supports_check_mode=True,
@@ -106,7 +113,8 @@ def main():
     if changes:
         rc, out, err = module.run_command(
             [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir",
-             "--no-input"] + p["pip_args"] + p["requirements"])
+             "--no-input"] + (["--no-deps"] if p["no_deps"] else []) + p["pip_args"]
+            + p["requirements"])
         if rc != 0:
             module.fail_json(msg="pip install failed in %s: %s" % (p["path"], (err or out).strip()[-3000:]),
                              **result)

@@ -3,6 +3,7 @@
 import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import (
+    install_requirements,
     normalize_name,
     parse_pin,
     pinned_requirements,
@@ -63,3 +64,28 @@ def test_pinned_requirements():
     with pytest.raises(ValueError, match="no version pinned for torch"):
         pinned_requirements(["ray", "torch"], {"ray": "2.60.0"})
     assert normalize_name("Foo_Bar.baz") == "foo-bar-baz"
+
+
+LOCK = ["sglang==0.5.23", "torch==2.13.0", "Ray==2.60.0", "msgpack==1.2.4"]
+
+
+def test_install_requirements_without_lock_is_the_pins():
+    assert install_requirements(["ray"], {"ray": "2.60.0"}) == ["ray==2.60.0"]
+    assert install_requirements(["ray"], {"ray": "2.60.0"}, []) == ["ray==2.60.0"]
+
+
+def test_install_requirements_takes_the_whole_lock():
+    versions = {"sglang": "0.5.23", "torch": "2.13.0", "ray": "2.60.0"}
+    assert install_requirements(["sglang", "ray"], versions, LOCK) == LOCK
+
+
+@pytest.mark.parametrize("packages, versions, lock, message", [
+    (["ray"], {"ray": "2.59.0"}, LOCK, "pins ray 2.59.0, but sglang_lock has ray==2.60.0"),
+    (["ray"], {"numpy": "2.3.5"}, LOCK, "sglang_lock has no numpy"),
+    (["numpy"], {}, LOCK, "sglang_install_packages lists numpy"),
+    (["ray"], {}, LOCK + ["ray==2.59.0"], "pins ray twice"),
+    (["ray"], {}, ["ray>=2"], "not an exact pin"),
+])
+def test_install_requirements_refused(packages, versions, lock, message):
+    with pytest.raises(ValueError, match=message):
+        install_requirements(packages, versions, lock)
