@@ -41,7 +41,7 @@ class ActionModule(ActionBase):
             hv = hostvars[host]
             plain[host] = {k: hv[k] for k in tuple(DEFAULTS) + EXTRA_KEYS if k in hv}
             # Only whether a key exists travels into the plan, never the key itself.
-            plain[host]["_api_key_set"] = bool(hv.get("sglang_api_key"))
+            plain[host]["_api_key_set"] = bool(hv.get("sglang_server_api_key"))
         heads = list(groups.get(HEAD_GROUP, []))
         if len(heads) > 1:
             raise AnsibleActionFail("%s: ray_head group has %d hosts (%s). Fix: keep one host in "

@@ -74,7 +74,8 @@ CLUSTER_KEYS = RAY_PORT_KEYS + ("ray_min_worker_port", "ray_max_worker_port", "c
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
     "--pp-size", "--dp", "--dp-size", "--nnodes", "--node-rank", "--dist-init-addr",
-    "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray",
+    "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray", "--enable-dp-attention",
+    "--attn-dp-size",
 )
 IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -398,9 +399,9 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             chk.fail(group, "sglang_backend", "unknown backend %r" % (backend,),
                      "use one of %s" % ", ".join(BACKENDS))
         if chk.get(first, "sglang_api_key_required") and not hostvars.get(first, {}).get("_api_key_set"):
-            chk.fail(group, "sglang_api_key", "required (sglang_api_key_required) but not set",
-                     "put sglang_api_key in a vault-encrypted group_vars file")
-        _check_extra_args(chk, group, first)
+            chk.fail(group, "sglang_server_api_key", "required (sglang_api_key_required) but not set",
+                     "put sglang_server_api_key in a vault-encrypted group_vars file")
+        extra_args = _check_extra_args(chk, group, first)
         group_ports = {"sglang_port": chk.port(first, "sglang_port"),
                        "sglang_dist_init_port": chk.port(first, "sglang_dist_init_port")}
         span = chk.positive_int(first, "sglang_dist_port_span", minimum=0)
@@ -417,7 +418,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
             if nodes[rank0]["cluster_ip"] and dist_port else None,
             api_key_required=bool(chk.get(first, "sglang_api_key_required")),
-            dist_port_span=span,
+            dist_port_span=span, extra_args=extra_args,
+            # The group's fence (fate-sharing) listens on the last port of the dist-init span,
+            # which the firewall already opens to cluster members only.
+            fence_port=dist_port + span if dist_port and span else None,
         )
 
     head = ray_head or all_hosts[0]

@@ -12,7 +12,7 @@ def test_vvv_never_prints_the_ray_token_or_the_api_key(deployed, tmp_path):
     api_key = "sk-sglang-" + secrets.token_hex(12)
     hf_token = "hf_" + secrets.token_hex(16)
     extra = tmp_path / "secrets.yml"  # as a vault file would hand them over
-    extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_api_key": api_key, "sglang_hf_token": hf_token}))
+    extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key, "sglang_hf_token": hf_token}))
     run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra)
     assert run.rc == 0
     assert run.recap[H1]["changed"] == 0  # the given token is the one in place

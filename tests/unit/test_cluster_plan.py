@@ -133,7 +133,7 @@ BAD = [
     ("tp-differs", set_one("gpu1", "sglang_tp", 32), ["gpu1", "sglang_tp", "differs", "group_vars"]),
     ("empty-model", set_all("sglang_model_path", " "), ["llama", "sglang_model_path", "empty"]),
     ("unknown-backend", set_all("sglang_backend", "vllm"), ["llama", "sglang_backend", "native, ray"]),
-    ("api-key-missing", set_all("sglang_api_key_required", True), ["llama", "sglang_api_key", "vault"]),
+    ("api-key-missing", set_all("sglang_api_key_required", True), ["llama", "sglang_server_api_key", "vault"]),
     ("managed-extra-arg", set_all("sglang_extra_args", ["--node-rank=3"]), ["llama", "sglang_extra_args", "--node-rank"]),
     ("extra-not-list", set_all("sglang_extra_args", "--foo"), ["llama", "sglang_extra_args", "list of strings"]),
     ("port-range", set_all("sglang_port", 70000), ["gpu0", "sglang_port", "1-65535"]),

@@ -1,0 +1,37 @@
+"""Filters exposing the server decisions of module_utils.server to the sglang_server role."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import server
+
+
+def _wrap(func):
+    def filt(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ValueError as exc:
+            raise AnsibleFilterError(str(exc)) from exc
+    filt.__doc__ = func.__doc__
+    return filt
+
+
+def _start_decision(plan, group, setting):
+    """{start, reason} for the group's units."""
+    start, reason = server.start_decision(plan, group, setting)
+    return {"start": start, "reason": reason}
+
+
+class FilterModule:
+    """`server_units(plan, group, opts)`, `server_validation_argv(argv, launcher)`,
+    `server_start_decision(plan, group, setting)`,
+    `server_fence_argv(plan, group, host, script, max_restarts, window)`."""
+
+    def filters(self):
+        return {
+            "server_units": _wrap(server.group_units),
+            "server_validation_argv": _wrap(server.validation_argv),
+            "server_start_decision": _wrap(_start_decision),
+            "server_fence_argv": _wrap(server.fence_argv),
+        }

@@ -1,0 +1,185 @@
+"""Each node's `sglang.launch_server` command and environment, from the cluster plan.
+
+Why this exists: the command lines of a multi-node group must agree (model, tp, nnodes,
+dist-init address) and differ only where they must (node rank, interface IP). Building them in
+one tested function, from the same plan that ranks the nodes, keeps Jinja out of it. SGLang's
+own parser then checks the result on the node before a unit is started.
+"""
+
+from __future__ import annotations
+
+import re
+
+BACKENDS = ("native", "ray")
+UNIT_PREFIX = "sglang-server-"
+FENCE_PREFIX = "sglang-fence-"
+# The launcher appends --api-key from this variable (read from a 0600 EnvironmentFile) inside
+# the process, so the key is never in a command line that `ps` shows.
+API_KEY_ENV = "SGLANG_OPS_API_KEY"
+# Variables the plan owns; sglang_server_env may not override them.
+MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
+               "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ServerConfigError(ValueError):
+    """A setting the builder refuses, naming the variable and the fix."""
+
+
+def unit_name(group):
+    return "%s%s" % (UNIT_PREFIX, group)
+
+
+def fence_unit_name(group):
+    return "%s%s" % (FENCE_PREFIX, group)
+
+
+def listen_host(plan, host_setting=""):
+    """`--host`: the operator's choice, else every address of the cluster's family."""
+    if host_setting:
+        return host_setting
+    return "::" if plan.get("ip_version") == 6 else "0.0.0.0"
+
+
+def _parallel_args(group):
+    args = ["--tp-size", str(group["tp"])]
+    if group.get("pp", 1) > 1:
+        # `--pp` is ambiguous in SGLang 0.5.x (--pp-size, --pp-max-micro-batch-size, ...).
+        args += ["--pp-size", str(group["pp"])]
+    if group.get("dp", 1) > 1:
+        args += ["--dp-size", str(group["dp"])]
+        if group["nnodes"] > 1:
+            args += ["--enable-dp-attention"]
+    return args
+
+
+def _check_env(extra_env):
+    if not isinstance(extra_env, dict):
+        raise ServerConfigError("sglang_server_env: %r is not a mapping. Fix: write NAME: value pairs"
+                                % (extra_env,))
+    for key in extra_env:
+        if not ENV_NAME.match(str(key)):
+            raise ServerConfigError("sglang_server_env: %r is not a variable name" % (key,))
+        if key in MANAGED_ENV:
+            raise ServerConfigError("sglang_server_env: %s is set by the cluster plan. Fix: remove it"
+                                    % key)
+
+
+def node_environment(plan, host, opts):
+    """The unit's Environment= (no secrets: the API key comes from the EnvironmentFile)."""
+    node = plan["nodes"][host]
+    env = {
+        "NCCL_SOCKET_IFNAME": node["cluster_interface"],
+        "GLOO_SOCKET_IFNAME": node["cluster_interface"],
+        "SGLANG_HOST_IP": node["cluster_ip"],
+        "HF_HOME": opts.get("hf_home") or "/var/lib/sglang/hf",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if node.get("cuda_visible_devices"):
+        env["CUDA_VISIBLE_DEVICES"] = node["cuda_visible_devices"]
+        if opts.get("gpu_vendor") == "amd":
+            env["HIP_VISIBLE_DEVICES"] = node["cuda_visible_devices"]
+    if opts.get("nccl_debug"):
+        env["NCCL_DEBUG"] = opts["nccl_debug"]
+    if opts.get("hf_offline"):
+        env["HF_HUB_OFFLINE"] = "1"
+    if opts.get("hf_token_file"):
+        env["HF_TOKEN_PATH"] = opts["hf_token_file"]
+    extra = opts.get("env") or {}
+    _check_env(extra)
+    env.update({str(k): str(v) for k, v in extra.items()})
+    return env
+
+
+def group_units(plan, group_name, opts):
+    """{host: {unit, rank, argv, env, start_order}} for one model group.
+
+    opts: venv_dir, launcher (path of the launcher script), host (listen address setting),
+    env, hf_home, nccl_debug, gpu_vendor, hf_offline, hf_token_file,
+    ray (for the Ray backend: gcs_address, auth_token_file or None).
+    Native: one unit per node, ranks 0..n-1. Ray: one unit on the group's rank 0, which must be
+    the Ray head; SGLang places the other schedulers over the Ray cluster's GPUs itself.
+    """
+    group = plan["groups"][group_name]
+    if group["backend"] not in BACKENDS:
+        raise ServerConfigError("sglang_backend %r: use one of %s" % (group["backend"], ", ".join(BACKENDS)))
+    python = "%s/bin/python" % opts["venv_dir"].rstrip("/")
+    base = [python, opts["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
+    common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
+    extra = list(group.get("extra_args") or [])
+    units = {}
+    if group["backend"] == "ray":
+        rank0 = group["rank0"]
+        if plan["ray"]["head"] != rank0:
+            raise ServerConfigError(
+                "%s: sglang_backend ray runs one server on the Ray head, but the head is %s and the "
+                "group's rank 0 is %s. Fix: put %s in the ray_head group (or first in %s)"
+                % (group_name, plan["ray"]["head"], rank0, rank0, group_name))
+        others = [g for g, v in plan["groups"].items() if g != group_name]
+        if others:
+            raise ServerConfigError(
+                "%s: sglang_backend ray places its schedulers on any GPU of the Ray cluster, which "
+                "also holds the groups %s. Fix: give a Ray-backend group a cluster of its own"
+                % (group_name, ", ".join(others)))
+        argv = base + ["--nnodes", str(group["nnodes"]), "--use-ray"] + common_tail + extra
+        env = node_environment(plan, rank0, opts)
+        # The driver joins the cluster of the ray role; it never starts a Ray of its own.
+        env["RAY_ADDRESS"] = plan["ray"]["gcs_address"]
+        ray = opts.get("ray") or {}
+        if ray.get("auth_token_file"):
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=ray["auth_token_file"])
+        units[rank0] = dict(unit=unit_name(group_name), rank=0, argv=argv, env=env)
+        return units
+    for host in group["hosts"]:
+        rank = plan["nodes"][host]["node_rank"]
+        argv = list(base)
+        if group["nnodes"] > 1:
+            argv += ["--nnodes", str(group["nnodes"]), "--node-rank", str(rank),
+                     "--dist-init-addr", group["dist_init_addr"]]
+        argv += common_tail + extra
+        units[host] = dict(unit=unit_name(group_name), rank=rank, argv=argv,
+                           env=node_environment(plan, host, opts))
+    return units
+
+
+def validation_argv(argv, launcher):
+    """The launcher's --validate form of a unit's argv.
+
+    SGLang's resolution asks for an accelerator unless a device is named; the check names
+    `--device cuda` for that stage only (it touches no GPU), unless the operator set one.
+    """
+    i = argv.index(launcher)
+    rest = argv[i + 1:]
+    if not any(a == "--device" or a.startswith("--device=") for a in rest):
+        rest = rest + ["--device", "cuda"]
+    return argv[:i + 1] + ["--validate"] + rest
+
+
+def start_decision(plan, group_name, setting):
+    """(start?, reason) for the group's units. `auto` starts only where real GPUs were found."""
+    if setting == "always":
+        return True, "sglang_server_start is always"
+    if setting == "never":
+        return False, "not started: sglang_server_start is never"
+    if setting != "auto":
+        raise ServerConfigError("sglang_server_start %r: use auto, always or never" % (setting,))
+    fake = [h for h in plan["groups"][group_name]["hosts"] if plan["nodes"][h].get("gpus_fake")]
+    if fake:
+        return False, ("not started: no GPU (cluster_gpus_fake on %s); units installed, enabled "
+                       "and validated" % ", ".join(fake))
+    return True, "GPUs present"
+
+
+def fence_argv(plan, group_name, host, script, max_restarts=3, window=600, python="/usr/bin/python3"):
+    """The fence unit's command line on `host` (rank 0's also listens as the coordinator)."""
+    group = plan["groups"][group_name]
+    node = plan["nodes"][host]
+    rank0_ip = plan["nodes"][group["rank0"]]["cluster_ip"]
+    coordinator = "[%s]:%d" % (rank0_ip, group["fence_port"]) if ":" in rank0_ip else "%s:%d" % (
+        rank0_ip, group["fence_port"])
+    argv = [python, script, "--group", group_name, "--rank", str(node["node_rank"]),
+            "--nnodes", str(group["nnodes"]), "--unit", unit_name(group_name) + ".service",
+            "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window)]
+    if node["node_rank"] == 0:
+        argv += ["--listen", coordinator, "--state", "/run/%s%s/state.json" % (FENCE_PREFIX, group_name)]
+    return argv

@@ -1,0 +1,116 @@
+"""SGLang server units on the lab: rendered per rank, accepted by the installed SGLang and by
+systemd, not started without a GPU (and saying so), and the fence acting on real units."""
+
+import json
+import time
+
+import yaml
+
+from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
+
+UNIT = "sglang-server-lab_model"
+FENCE = "sglang-fence-lab_model"
+PINS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())["sglang_versions"]
+
+
+def unit_file(host):
+    return on_host(host, "cat /etc/systemd/system/%s.service" % UNIT)
+
+
+def test_venv_imports_at_the_pinned_versions(deployed):
+    code = ("import json, sglang, torch, ray, numpy; print(json.dumps({'sglang': sglang.__version__, "
+            "'torch': torch.__version__, 'ray': ray.__version__, 'numpy': numpy.__version__}))")
+    for host in (H1, H2):
+        got = json.loads(on_host(host, "runuser -u sglang -- /opt/sglang/venv/bin/python -c \"%s\"" % code))
+        assert {k: v.split("+")[0] for k, v in got.items()} == PINS, host
+
+
+def test_units_per_rank_validated_and_not_started(deployed):
+    out = deployed.out
+    for rank, host in enumerate((H1, H2)):
+        text = unit_file(host)
+        assert "--node-rank %d " % rank in text and "--nnodes 2 " in text
+        assert "--dist-init-addr 10.89.78." in text and "SGLANG_HOST_IP=" in text
+        assert "%s: SGLang %s accepts the arguments of %s (rank %d)" % (host, PINS["sglang"], UNIT, rank) in out
+        assert on_host(host, "systemctl is-enabled %s || true" % UNIT).strip() == "enabled"
+        # Not started: no GPU. Nothing pretends a server answered.
+        assert on_host(host, "systemctl is-active %s || true" % UNIT).strip() == "inactive"
+        assert on_host(host, "systemctl is-active %s || true" % FENCE).strip() == "active"
+        on_host(host, "systemd-analyze verify /etc/systemd/system/%s.service" % UNIT)
+    assert "lab_model: not started: no GPU (cluster_gpus_fake on %s, %s)" % (H1, H2) in out
+
+
+def test_sglang_rejection_fails_the_play_and_keeps_the_unit(deployed, tmp_path):
+    before = unit_file(H1)
+    extra = tmp_path / "bad.yml"
+    extra.write_text(yaml.safe_dump({"sglang_extra_args": ["--load-format", "dummy", "--attention-backend", "no-such"]}))
+    run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "@%s" % extra)
+    assert run.rc != 0
+    assert "%s: SGLang rejects the arguments of %s (rank 0)" % (H1, UNIT) in run.out
+    assert "no-such" in run.out  # SGLang's own words
+    assert unit_file(H1) == before
+
+
+def test_parallelism_change_rerenders_only_the_group(deployed, tmp_path):
+    ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray")
+    extra = tmp_path / "pp.yml"
+    extra.write_text(yaml.safe_dump({"sglang_pp": 2}))
+    run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "@%s" % extra)
+    try:
+        assert run.rc == 0
+        for host in (H1, H2):
+            assert "--tp-size 4 --pp-size 2 " in unit_file(host)
+        assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray") == ray_since
+        assert run.recap[H1]["changed"] == run.recap[H2]["changed"]
+    finally:
+        back = playbook("playbooks/deploy.yml", INVENTORY)
+    assert back.rc == 0 and "--tp-size 8 --nnodes 2" in unit_file(H1)
+    assert playbook("playbooks/deploy.yml", INVENTORY).recap[H1]["changed"] == 0
+
+
+def fence_log(since):
+    return on_host(H1, "journalctl -u %s --since @%d -o cat --no-pager" % (FENCE, since))
+
+
+def wait_for(predicate, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def state(host):
+    return on_host(host, "systemctl is-active %s || true" % UNIT).strip()
+
+
+def test_fence_restarts_the_group_together_and_gives_up(deployed):
+    """The fence acts on the real server units. SGLang cannot serve on this CPU, so a drop-in
+    gives each rank a stand-in process (sleep); killing one rank's process is the failure."""
+    dropin = "/etc/systemd/system/%s.service.d/stand-in.conf" % UNIT
+    since = int(on_host(H1, "date +%s"))
+    on_host(H1, "systemctl restart %s" % FENCE)  # a fresh coordinator: its restart count is 0
+    for host in (H1, H2):
+        on_host(host, "mkdir -p %s.d && printf '[Service]\\nExecStart=\\nExecStart=/bin/sleep infinity\\n' > %s "
+                "&& systemctl daemon-reload && systemctl start %s" % (dropin.rsplit(".d/", 1)[0], dropin, UNIT))
+    try:
+        wait_for(lambda: "armed: all 2 ranks active" in fence_log(since))
+        for n in range(1, 4):
+            pid1 = on_host(H1, "systemctl show -p MainPID --value %s" % UNIT).strip()
+            on_host(H2, "systemctl kill -s KILL %s" % UNIT)
+            took = wait_for(lambda: "restart %d of at most 3" % n in fence_log(since))
+            wait_for(lambda: state(H1) == state(H2) == "active")
+            # rank 0 was stopped and started again with the group, not left running
+            assert on_host(H1, "systemctl show -p MainPID --value %s" % UNIT).strip() != pid1
+            print("fence: group restart %d after %.1f s" % (n, took))
+        on_host(H2, "systemctl kill -s KILL %s" % UNIT)
+        wait_for(lambda: "gave up: 3 group restarts" in fence_log(since))
+        wait_for(lambda: state(H1) in ("inactive", "failed") and state(H2) in ("inactive", "failed"))
+        time.sleep(3)  # bounded: nothing starts again
+        assert state(H1) != "active" and state(H2) != "active"
+        assert json.loads(on_host(H1, "cat /run/%s/state.json" % FENCE))["phase"] == "gave-up"
+    finally:
+        for host in (H1, H2):
+            on_host(host, "rm -f %s && systemctl daemon-reload && systemctl stop %s; systemctl reset-failed %s || true"
+                    % (dropin, UNIT, UNIT))

@@ -1,0 +1,165 @@
+"""Each node's launch_server argv and environment, built from the cluster plan."""
+
+import pytest
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import (
+    ServerConfigError, fence_argv, group_units, start_decision, validation_argv)
+
+LAUNCHER = "/usr/local/lib/sglang-ops/sglang-launch.py"
+OPTS = {"venv_dir": "/opt/sglang/venv", "launcher": LAUNCHER}
+
+
+def plan_for(nodes=2, gpus=8, ip="10.0.0.%d", groups=None, **group_vars):
+    groups = groups or {"llama": nodes}
+    hv, model_groups, n = {}, {}, 0
+    for name, count in groups.items():
+        model_groups[name] = []
+        for _ in range(count):
+            host = "gpu%d" % n
+            hv[host] = dict(ansible_host=ip % (10 + n), cluster_interface="ib0", cluster_gpus_per_node=gpus,
+                            sglang_model_path="/models/m", **group_vars)
+            if len(groups) > 1:
+                hv[host]["sglang_port"] = 30000 + len(model_groups)
+                hv[host]["sglang_dist_init_port"] = 20000 + 200 * len(model_groups)
+            model_groups[name].append(host)
+            n += 1
+    return build_plan(model_groups, hv, list(hv))
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("nodes, gpus, tp", [(2, 8, 16), (4, 8, 32), (8, 4, 32)])
+def test_native_ranks_share_everything_but_rank(nodes, gpus, tp):
+    units = group_units(plan_for(nodes, gpus), "llama", OPTS)
+    assert sorted(u["rank"] for u in units.values()) == list(range(nodes))
+    for host, unit in units.items():
+        argv = unit["argv"]
+        assert argv[:2] == ["/opt/sglang/venv/bin/python", LAUNCHER]
+        assert flag(argv, "--model-path") == "/models/m"
+        assert (flag(argv, "--tp-size"), flag(argv, "--nnodes")) == (str(tp), str(nodes))
+        assert flag(argv, "--node-rank") == str(unit["rank"])
+        assert flag(argv, "--dist-init-addr") == "10.0.0.10:20000"
+        assert (flag(argv, "--host"), flag(argv, "--port")) == ("0.0.0.0", "30000")
+        assert "--pp-size" not in argv and "--dp-size" not in argv and "--use-ray" not in argv
+        env = unit["env"]
+        assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == "ib0"
+        assert env["SGLANG_HOST_IP"] == "10.0.0.%d" % (10 + int(host[3:]))
+        assert env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, range(gpus)))
+        assert unit["unit"] == "sglang-server-llama"
+    assert len({tuple(u["argv"][:u["argv"].index("--node-rank")]) for u in units.values()}) == 1
+
+
+def test_ipv6_brackets_and_listens_on_v6():
+    units = group_units(plan_for(ip="fd00::%d"), "llama", OPTS)
+    argv = units["gpu1"]["argv"]
+    assert flag(argv, "--dist-init-addr") == "[fd00::10]:20000"
+    assert flag(argv, "--host") == "::"
+    assert units["gpu1"]["env"]["SGLANG_HOST_IP"] == "fd00::11"
+
+
+def test_pipeline_parallel_uses_the_unambiguous_flag():
+    argv = group_units(plan_for(4, 8, sglang_pp=2), "llama", OPTS)["gpu0"]["argv"]
+    assert (flag(argv, "--tp-size"), flag(argv, "--pp-size")) == ("16", "2")
+    assert "--pp" not in argv  # ambiguous in SGLang 0.5.x
+
+
+def test_dp_attention_across_nodes():
+    argv = group_units(plan_for(2, 8, sglang_dp=4, sglang_enable_dp_attention=True), "llama", OPTS)["gpu0"]["argv"]
+    assert flag(argv, "--dp-size") == "4" and "--enable-dp-attention" in argv
+
+
+def test_single_node_group_has_no_rendezvous():
+    argv = group_units(plan_for(1, 8), "llama", OPTS)["gpu0"]["argv"]
+    assert "--nnodes" not in argv and "--dist-init-addr" not in argv and "--node-rank" not in argv
+
+
+def test_extra_args_and_env_appended():
+    plan = plan_for(sglang_extra_args=["--load-format", "dummy", "--mem-fraction-static=0.8"])
+    units = group_units(plan, "llama", dict(OPTS, env={"NCCL_IB_HCA": "mlx5"}, nccl_debug="INFO",
+                                                  hf_offline=True, host="10.0.0.10"))
+    argv, env = units["gpu0"]["argv"], units["gpu0"]["env"]
+    assert argv[-3:] == ["--load-format", "dummy", "--mem-fraction-static=0.8"]
+    assert flag(argv, "--host") == "10.0.0.10"
+    assert env["NCCL_IB_HCA"] == "mlx5" and env["NCCL_DEBUG"] == "INFO" and env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CUDA_VISIBLE_DEVICES": "0"}, "set by the cluster plan"),
+    ({"SGLANG_OPS_API_KEY": "x"}, "set by the cluster plan"),
+    ({"BAD-NAME": "1"}, "not a variable name"),
+    (["A=1"], "not a mapping"),
+])
+def test_env_refusals(env, message):
+    with pytest.raises(ServerConfigError, match=message):
+        group_units(plan_for(), "llama", dict(OPTS, env=env))
+
+
+def test_api_key_never_in_argv_or_environment():
+    plan = plan_for(sglang_api_key_required=True, _api_key_set=True)
+    for unit in group_units(plan, "llama", dict(OPTS, env={"FOO": "bar"})).values():
+        assert not any("api-key" in a or "sk-" in a for a in unit["argv"])
+        assert "SGLANG_OPS_API_KEY" not in unit["env"]
+
+
+def test_amd_nodes_get_hip_visible_devices():
+    env = group_units(plan_for(), "llama", dict(OPTS, gpu_vendor="amd"))["gpu0"]["env"]
+    assert env["HIP_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+
+
+def test_ray_backend_one_unit_on_the_head():
+    plan = plan_for(2, 8, sglang_backend="ray")
+    units = group_units(plan, "llama", dict(OPTS, ray={"auth_token_file": "/etc/sglang/ray-auth-token"}))
+    assert list(units) == ["gpu0"]
+    argv, env = units["gpu0"]["argv"], units["gpu0"]["env"]
+    assert "--use-ray" in argv and flag(argv, "--nnodes") == "2" and flag(argv, "--tp-size") == "16"
+    assert "--node-rank" not in argv and "--dist-init-addr" not in argv
+    assert env["RAY_ADDRESS"] == "10.0.0.10:6379" and env["RAY_AUTH_MODE"] == "token"
+
+
+def test_ray_backend_refuses_shared_cluster():
+    plan = plan_for(groups={"a": 2, "b": 2}, sglang_backend="ray")
+    with pytest.raises(ServerConfigError, match="cluster of its own"):
+        group_units(plan, "a", OPTS)
+
+
+def test_two_groups_have_their_own_ports_and_rendezvous():
+    plan = plan_for(groups={"a": 2, "b": 2})
+    a, b = group_units(plan, "a", OPTS), group_units(plan, "b", OPTS)
+    assert set(a) == {"gpu0", "gpu1"} and set(b) == {"gpu2", "gpu3"}
+    assert flag(a["gpu1"]["argv"], "--dist-init-addr") == "10.0.0.10:20200"
+    assert flag(b["gpu3"]["argv"], "--dist-init-addr") == "10.0.0.12:20400"
+    assert flag(a["gpu0"]["argv"], "--port") != flag(b["gpu2"]["argv"], "--port")
+    assert a["gpu0"]["unit"] == "sglang-server-a" and b["gpu2"]["unit"] == "sglang-server-b"
+
+
+def test_validation_argv_names_a_device_unless_set():
+    argv = ["/v/bin/python", LAUNCHER, "--model-path", "/m"]
+    assert validation_argv(argv, LAUNCHER) == ["/v/bin/python", LAUNCHER, "--validate", "--model-path", "/m",
+                                               "--device", "cuda"]
+    assert validation_argv(argv + ["--device=npu"], LAUNCHER)[-1] == "--device=npu"
+
+
+def test_start_decision():
+    plan = plan_for(sglang_tp=16)
+    assert start_decision(plan, "llama", "auto") == (True, "GPUs present")
+    for node in plan["nodes"].values():
+        node["gpus_fake"] = True
+    start, reason = start_decision(plan, "llama", "auto")
+    assert not start and "no GPU" in reason and "gpu0, gpu1" in reason
+    assert start_decision(plan, "llama", "always")[0] is True
+    assert start_decision(plan, "llama", "never")[0] is False
+    with pytest.raises(ServerConfigError, match="auto, always or never"):
+        start_decision(plan, "llama", "yes")
+
+
+def test_fence_argv_rank0_coordinates():
+    plan = plan_for()
+    r0 = fence_argv(plan, "llama", "gpu0", "/f.py")
+    r1 = fence_argv(plan, "llama", "gpu1", "/f.py")
+    assert flag(r0, "--coordinator") == flag(r1, "--coordinator") == "10.0.0.10:20100"
+    assert flag(r0, "--listen") == "10.0.0.10:20100" and "--listen" not in r1
+    assert flag(r1, "--unit") == "sglang-server-llama.service" and flag(r1, "--rank") == "1"
+    assert flag(fence_argv(plan_for(ip="fd00::%d"), "llama", "gpu1", "/f.py"), "--coordinator") == "[fd00::10]:20100"
