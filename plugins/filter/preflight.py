@@ -52,11 +52,13 @@ def collective_report(results_by_host, plan, facts_by_host, socket_fallback, min
     return report
 
 
-def verify_report(hostvars, plan, names, gpu_real):
-    """Rows of the verify report from each host's registered results ({row name: variable})."""
+def verify_report(hostvars, plan, names, gpu_real, server=None):
+    """Rows of the verify report from each host's registered results ({row name: variable}).
+
+    server: {group: {start, reason}} from the sglang_server decision, None when it did not run."""
     results = {h: {k: hostvars[h].get(v) for k, v in names.items() if v in hostvars[h]} for h in plan["nodes"]
                if h in hostvars}
-    rows = report.verify_rows(results, plan, gpu_real)
+    rows = report.verify_rows(results, plan, gpu_real, server)
     return {"rows": rows, "lines": report.render(rows, [report.totals(results, plan), ""]),
             "failed": sum(r["status"] == report.FAIL for r in rows)}
 

@@ -23,10 +23,16 @@ def _start_decision(plan, group, setting):
     return {"start": start, "reason": reason}
 
 
+def _verify_decision(group, plan, setting):
+    """{start, reason} for `group`, argument order for map() over group names."""
+    return _start_decision(plan, group, setting)
+
+
 class FilterModule:
     """`server_units(plan, group, opts)`, `server_validation_argv(argv, launcher)`,
     `server_start_decision(plan, group, setting)`,
-    `server_fence_argv(plan, group, host, script, max_restarts, window)`."""
+    `server_fence_argv(plan, group, host, script, max_restarts, window)`,
+    `server_verify_decision(group, plan, setting)`."""
 
     def filters(self):
         return {
@@ -34,4 +40,5 @@ class FilterModule:
             "server_validation_argv": _wrap(server.validation_argv),
             "server_start_decision": _wrap(_start_decision),
             "server_fence_argv": _wrap(server.fence_argv),
+            "server_verify_decision": _wrap(_verify_decision),
         }

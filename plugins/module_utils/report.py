@@ -25,8 +25,82 @@ def _unit_row(check, host, result, unit):
     return row(check, host, FAIL, "%s is %s / %s (journalctl -u %s)" % (unit, active, enabled, unit))
 
 
-def verify_rows(results, plan, gpu_real):
-    """results: {host: {name: registered result}} for the verify role's checks."""
+GROUP_CHECKS = ("health_generate", "v1/models", "api key enforced", "test generation", "benchmark")
+
+
+def _probe_rows(node, probe):
+    """The group's rows from rank 0's server_probe result."""
+    if not probe or probe.get("skipped"):
+        return [row(c, node, NOT_RUN, "rank 0 was not probed") for c in GROUP_CHECKS]
+    if probe.get("failed") and "health_generate" not in probe:
+        return [row(c, node, FAIL, probe.get("msg", "probe failed")) for c in GROUP_CHECKS]
+    rows = []
+    for check, key in (("health_generate", "health_generate"), ("v1/models", "models")):
+        r = probe.get(key) or {}
+        rows.append(row(check, node, PASS if r.get("ok") else FAIL, "HTTP %s%s" % (
+            r.get("status"), (" " + ", ".join(r["ids"])) if r.get("ids") else "")))
+    una = probe.get("unauthorized")
+    rows.append(row("api key enforced", node, NOT_RUN, "sglang_server_api_key is not set") if una is None
+                else row("api key enforced", node, PASS if una.get("ok") else FAIL,
+                         "HTTP %s without the key" % una.get("status")))
+    gen = probe.get("generation") or {}
+    rows.append(row("test generation", node, PASS if gen.get("ok") else FAIL,
+                    "%r in %.2f s" % (gen.get("text", ""), gen.get("seconds", 0)) if gen.get("ok")
+                    else "HTTP %s" % gen.get("status")))
+    bench = probe.get("benchmark")
+    if not bench:
+        rows.append(row("benchmark", node, NOT_RUN, "no successful generation to measure"))
+    elif not bench.get("succeeded"):
+        rows.append(row("benchmark", node, FAIL, "0 of %d requests succeeded: %s" % (
+            bench.get("requests", 0), "; ".join(bench.get("errors", [])))))
+    else:
+        rows.append(row("benchmark", node, PASS if bench["succeeded"] == bench["requests"] else FAIL,
+                        "%d/%d ok, %.2f req/s, %.1f output tok/s, TTFT p50 %.0f ms p99 %.0f ms" % (
+                            bench["succeeded"], bench["requests"], bench["req_per_s"], bench["output_tok_per_s"],
+                            bench["ttft_p50_ms"], bench["ttft_p99_ms"])))
+    return rows
+
+
+def _server_rows(group, spec, plan, results, decision, gpu_real):
+    """Per node: the server unit and the rank's own health; at rank 0: the group's checks."""
+    if decision is None:
+        reason = ("no GPU: CPU test hosts cannot serve SGLang" if not gpu_real
+                  else "the sglang_server role has not run")
+        return [row(c, spec["rank0"], NOT_RUN, reason) for c in GROUP_CHECKS]
+    unit = "sglang-server-%s" % group
+    rows = []
+    hosts = spec["hosts"] if spec.get("backend", "native") == "native" else [spec["rank0"]]
+    for host in hosts:
+        res = results.get(host, {})
+        status = ((res.get("server_unit") or {}).get("status") or {})
+        if status.get("LoadState") in (None, "not-found"):
+            rows.append(row("server unit", host, FAIL, "%s is not installed (run deploy.yml)" % unit))
+        elif decision["start"]:
+            rows.append(_unit_row("server unit", host, res.get("server_unit"), unit))
+        else:
+            enabled = status.get("UnitFileState") == "enabled"
+            rows.append(row("server unit", host, PASS if enabled else FAIL, "%s installed, %s; %s" % (
+                unit, status.get("UnitFileState"), decision["reason"])))
+        health = res.get("server_health")
+        if not decision["start"]:
+            rows.append(row("server rank", host, NOT_RUN, decision["reason"]))
+        elif not health or health.get("skipped"):
+            rows.append(row("server rank", host, NOT_RUN, "not read"))
+        else:
+            rows.append(row("server rank", host, PASS if health.get("ok") else FAIL,
+                            health.get("reason") or health.get("msg", "?")))
+    if not decision["start"]:
+        rows += [row(c, spec["rank0"], NOT_RUN, decision["reason"]) for c in GROUP_CHECKS]
+    else:
+        rows += _probe_rows(spec["rank0"], results.get(spec["rank0"], {}).get("probe"))
+    return rows
+
+
+def verify_rows(results, plan, gpu_real, server=None):
+    """results: {host: {name: registered result}} for the verify role's checks.
+
+    server: {group: {start, reason}}, whether each group's units are meant to run (and why not).
+    """
     rows = []
     hosts = list(plan["nodes"])
     ray = next((r.get("ray") for r in results.values() if r.get("ray")), None) or {}
@@ -73,10 +147,7 @@ def verify_rows(results, plan, gpu_real):
                             "%s all_reduce, busbw %.3f GB/s" % (coll.get("backend"), best) if coll.get("ok")
                             else coll.get("error") or coll.get("msg", "failed")))
     for group, spec in plan["groups"].items():
-        reason = ("no GPU: CPU test hosts cannot serve SGLang" if not gpu_real
-                  else "no SGLang server deployed by this collection yet")
-        for check in ("health_generate", "v1/models", "test generation", "benchmark"):
-            rows.append(row(check, spec["rank0"], NOT_RUN, reason))
+        rows += _server_rows(group, spec, plan, results, (server or {}).get(group), gpu_real)
     return rows
 
 

@@ -1,24 +1,41 @@
-"""Secrets stay secret: a -vvv deploy with the Ray token and an API key in vars prints neither."""
+"""Secrets stay secret: a -vvv deploy with the Ray token, an API key and an HF token in vars
+prints none of them, and each lands only in its own 0600 file."""
 
 import secrets
 
 import yaml
 
-from conftest import H1, INVENTORY, on_host, playbook
+from conftest import H1, H2, INVENTORY, on_host, playbook
 
 
-def test_vvv_never_prints_the_ray_token_or_the_api_key(deployed, tmp_path):
+def test_vvv_never_prints_a_secret(deployed, tmp_path):
     token = on_host(H1, "cat /etc/sglang/ray-auth-token").strip()  # the cluster's own: nothing restarts
+    ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray")
     api_key = "sk-sglang-" + secrets.token_hex(12)
     hf_token = "hf_" + secrets.token_hex(16)
     extra = tmp_path / "secrets.yml"  # as a vault file would hand them over
     extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key, "sglang_hf_token": hf_token}))
     run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra)
-    assert run.rc == 0
-    assert run.recap[H1]["changed"] == 0  # the given token is the one in place
-    assert len(run.out) > 100000  # -vvv really was verbose
-    for secret in (token, api_key, hf_token):
-        assert secret not in run.out
-    # and not on any node's process list or unit files either
-    for host in ("%s" % H1,):
-        assert token not in on_host(host, "ps -eo args; cat /etc/systemd/system/sglang-*.service")
+    try:
+        assert run.rc == 0
+        assert len(run.out) > 100000  # -vvv really was verbose
+        for secret in (token, api_key, hf_token):
+            assert secret not in run.out
+        # The given Ray token is the one in place: Ray did not restart.
+        assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray") == ray_since
+        for host in (H1, H2):
+            # Each secret lands in its own 0600 file...
+            assert on_host(host, "stat -c '%a %U' /etc/sglang/sglang-server-lab_model.env").split() == ["600", "root"]
+            assert on_host(host, "cat /etc/sglang/sglang-server-lab_model.env").strip() == "SGLANG_OPS_API_KEY=" + api_key
+            assert on_host(host, "stat -c '%a %U' /etc/sglang/hf-token").split() == ["600", "sglang"]
+            assert on_host(host, "cat /etc/sglang/hf-token") == hf_token
+            # ...and in no process list, unit file or world-readable configuration.
+            visible = on_host(host, "ps -eo args; cat /etc/systemd/system/sglang-*.service")
+            for secret in (token, api_key, hf_token):
+                assert secret not in visible
+    finally:
+        clean = playbook("playbooks/deploy.yml", INVENTORY)
+        for host in (H1, H2):
+            on_host(host, "rm -f /etc/sglang/hf-token")
+    assert clean.rc == 0
+    assert on_host(H1, "cat /etc/sglang/sglang-server-lab_model.env") == ""

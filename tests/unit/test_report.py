@@ -31,7 +31,48 @@ def test_healthy_cpu_cluster():
     assert {r["status"] for r in rows if r["check"] in ("ray unit", "port mesh", "collective", "GPU placement")} == {"pass"}
     served = [r for r in rows if r["check"] in ("health_generate", "v1/models", "test generation", "benchmark")]
     assert len(served) == 4 and all(r["status"] == "not run" and "no GPU" in r["reason"] for r in served)
-    assert render(rows)[-1] == "14 passed, 0 failed, 4 not run"
+    assert render(rows)[-1] == "14 passed, 0 failed, 5 not run"
+
+
+NOT_STARTED = {"g": {"start": False, "reason": "not started: no GPU (cluster_gpus_fake on a, b)"}}
+STARTED = {"g": {"start": True, "reason": "GPUs present"}}
+ENABLED = {"status": {"LoadState": "loaded", "ActiveState": "inactive", "UnitFileState": "enabled"}}
+PROBE = {"health_generate": {"ok": True, "status": 200}, "models": {"ok": True, "status": 200, "ids": ["m"]},
+         "unauthorized": {"ok": True, "status": 401},
+         "generation": {"ok": True, "status": 200, "text": "Paris", "seconds": 0.2},
+         "benchmark": {"requests": 16, "succeeded": 16, "req_per_s": 8.0, "output_tok_per_s": 250.0,
+                       "ttft_p50_ms": 40.0, "ttft_p99_ms": 90.0}}
+
+
+def test_lab_server_installed_but_never_passed_as_running():
+    rows = verify_rows(results(a={"server_unit": ENABLED}, b={"server_unit": ENABLED}), PLAN, False, NOT_STARTED)
+    assert status(rows, "server unit", "b")["status"] == "pass"
+    assert "not started: no GPU" in status(rows, "server unit", "b")["reason"]
+    for check in ("health_generate", "api key enforced", "test generation", "benchmark"):
+        assert status(rows, check, "a")["status"] == "not run"
+    assert status(rows, "server rank", "a")["status"] == "not run"
+
+
+def test_running_group_probed_at_rank0():
+    health = {"ok": True, "reason": "2 scheduler(s), 9000 MiB on the GPUs"}
+    rows = verify_rows(results(a={"server_unit": UNIT_OK, "server_health": health, "probe": PROBE},
+                               b={"server_unit": UNIT_OK, "server_health": health}), PLAN, True, STARTED)
+    assert all(r["status"] == "pass" for r in rows if r["check"] not in ("GPU placement",)), render(rows)
+    assert "TTFT p50 40 ms p99 90 ms" in status(rows, "benchmark", "a")["reason"]
+
+
+def test_running_group_failures_are_named():
+    dead = {"ok": False, "reason": "unit active but no sglang::* process (1 processes)"}
+    probe = dict(PROBE, unauthorized={"ok": False, "status": 200}, generation={"ok": False, "status": 500})
+    del probe["benchmark"]
+    rows = verify_rows(results(a={"server_unit": UNIT_OK, "probe": probe, "server_health": {"ok": True, "reason": "x"}},
+                               b={"server_unit": {"status": {"LoadState": "not-found"}}, "server_health": dead}),
+                       PLAN, True, STARTED)
+    assert status(rows, "server unit", "b")["status"] == "fail"
+    assert status(rows, "server rank", "b")["reason"].startswith("unit active but no sglang")
+    assert status(rows, "api key enforced", "a")["reason"] == "HTTP 200 without the key"
+    assert status(rows, "test generation", "a")["status"] == "fail"
+    assert status(rows, "benchmark", "a")["status"] == "not run"
 
 
 def test_failures_are_named():
@@ -43,7 +84,7 @@ def test_failures_are_named():
     assert status(rows, "ray unit", "b")["reason"].startswith("sglang-ray is failed / enabled")
     assert status(rows, "port mesh", "b")["reason"] == "cannot reach a:20000"
     assert status(rows, "GPU placement", "a")["status"] == "not run"
-    assert "no SGLang server deployed" in status(rows, "health_generate", "a")["reason"]
+    assert "the sglang_server role has not run" in status(rows, "health_generate", "a")["reason"]
     lines = render(rows)
     assert "FAIL ray unit on b: sglang-ray is failed / enabled (journalctl -u sglang-ray)" in lines
     assert lines[0].split() == ["check", "a", "b"]
