@@ -32,7 +32,8 @@ class FilterModule:
     """`server_units(plan, group, opts)`, `server_validation_argv(argv, launcher)`,
     `server_start_decision(plan, group, setting)`,
     `server_fence_argv(plan, group, host, script, max_restarts, window)`,
-    `server_verify_decision(group, plan, setting)`."""
+    `server_verify_decision(group, plan, setting)`, `server_router_unit(plan, opts)`,
+    `server_router_validation_argv(argv, launcher)`."""
 
     def filters(self):
         return {
@@ -41,4 +42,6 @@ class FilterModule:
             "server_start_decision": _wrap(_start_decision),
             "server_fence_argv": _wrap(server.fence_argv),
             "server_verify_decision": _wrap(_verify_decision),
+            "server_router_unit": _wrap(server.router_unit),
+            "server_router_validation_argv": _wrap(server.router_validation_argv),
         }

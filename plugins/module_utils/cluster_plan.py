@@ -41,6 +41,9 @@ DEFAULTS = {
     "sglang_dist_port_span": 100,
     "sglang_api_key_required": False,
     "sglang_extra_args": [],
+    "sglang_router": False,
+    "sglang_router_port": 30080,
+    "sglang_router_host": None,
     "ray_gcs_port": 6379,
     "ray_node_manager_port": 6380,
     "ray_object_manager_port": 6381,
@@ -69,7 +72,8 @@ RAY_PORT_KEYS = (
 )
 # Same value on every host of the cluster (one Ray cluster, one install layout).
 CLUSTER_KEYS = RAY_PORT_KEYS + ("ray_min_worker_port", "ray_max_worker_port", "cluster_user",
-                                "cluster_venv_dir")
+                                "cluster_venv_dir", "sglang_router", "sglang_router_port",
+                                "sglang_router_host")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -298,6 +302,29 @@ def _host_ports(chk, host, group_ports, span):
     return ports
 
 
+def _router(chk, all_hosts, groups, nodes):
+    """The optional sglang-router in front of every group's rank 0, or None."""
+    first = all_hosts[0]
+    if not chk.get(first, "sglang_router"):
+        return None
+    host = chk.get(first, "sglang_router_host") or next(iter(groups.values()), {}).get("rank0")
+    if host not in nodes:
+        chk.fail(first, "sglang_router_host", "%r is not a node of %s" % (host, ROOT_GROUP),
+                 "name one of the cluster's hosts, or leave it empty (the first group's rank 0)")
+        return None
+    port = chk.port(first, "sglang_router_port")
+    taken = {v: k for k, v in (nodes[host].get("ports") or {}).items() if v}
+    if port is not None and port in taken:
+        chk.fail(host, "sglang_router_port", "port %d is also %s on the router host" % (port, taken[port]),
+                 "give the router a port of its own")
+    workers = []
+    for spec in groups.values():
+        ip = nodes[spec["rank0"]]["cluster_ip"]
+        if ip and spec.get("http_port"):
+            workers.append("http://%s" % format_hostport(ip, spec["http_port"]))
+    return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "workers": workers}
+
+
 def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
     """Validate the inventory and return the cluster plan, or raise PlanError with every problem.
 
@@ -424,6 +451,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             fence_port=dist_port + span if dist_port and span else None,
         )
 
+    router = _router(chk, all_hosts, groups, nodes)
     head = ray_head or all_hosts[0]
     if head not in nodes:
         chk.fail(head, "ray_head", "the Ray head is not a node of %s" % ROOT_GROUP,
@@ -446,6 +474,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             "members": {h: nodes[h]["cluster_ip"] for h in all_hosts},
         },
         "cidrs": [str(n) for n in cidrs],
+        "router": router,
         "groups": groups,
         "nodes": nodes,
     }

@@ -39,7 +39,10 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
     client4, client6 = _split(client_cidrs)
     single, ranges = _ports(plan, host)
     guarded = ", ".join([str(p) for p in single] + ranges + ([dynamic_ports] if dynamic_ports else []))
-    http = node["ports"]["sglang_port"]
+    # Client-facing ports: the group's API, and the router's where it runs.
+    router = plan.get("router") or {}
+    api = [node["ports"]["sglang_port"]] + ([router["port"]] if router.get("host") == host else [])
+    api_words = ", ".join(str(p) for p in api)
     iface = node["cluster_interface"]
     lines = [
         "# Managed by sglang_ops.cluster (firewall role). Loaded by sglang-firewall.service.",
@@ -65,10 +68,10 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
                          % (iface, family, name))
     for family, name, nets in (("ip", "client_v4", client4), ("ip6", "client_v6", client6)):
         if nets:
-            lines.append('\t\ttcp dport %d %s saddr @%s accept comment "SGLang API clients"' % (http, family, name))
+            lines.append('\t\ttcp dport { %s } %s saddr @%s accept comment "SGLang API clients"' % (api_words, family, name))
     lines += [
         '\t\ttcp dport { %s } drop comment "cluster-only ports"' % guarded,
-        '\t\ttcp dport %d drop comment "SGLang API: only cluster and client networks"' % http,
+        '\t\ttcp dport { %s } drop comment "SGLang API: only cluster and client networks"' % api_words,
         "\t}",
         "}",
     ]

@@ -96,6 +96,29 @@ def _server_rows(group, spec, plan, results, decision, gpu_real):
     return rows
 
 
+def _router_row(plan, results, server):
+    """The sglang-router: installed and enabled; where the groups run, up with every group healthy."""
+    host = plan["router"]["host"]
+    res = results.get(host, {})
+    status = ((res.get("router_unit") or {}).get("status") or {})
+    if status.get("LoadState") in (None, "not-found"):
+        return row("router", host, FAIL, "sglang-router is not installed (run deploy.yml)")
+    stopped = [d["reason"] for d in server.values() if not d["start"]]
+    if stopped:
+        ok = status.get("UnitFileState") == "enabled"
+        return row("router", host, PASS if ok else FAIL, "sglang-router installed, %s; not started: %s"
+                   % (status.get("UnitFileState"), stopped[0].replace("not started: ", "")))
+    unit = _unit_row("router", host, res.get("router_unit"), "sglang-router")
+    if unit["status"] != PASS:
+        return unit
+    workers = (res.get("router_workers") or {}).get("json") or {}
+    listed = workers.get("workers") or []
+    healthy = [w for w in listed if w.get("is_healthy", w.get("healthy"))]
+    want = len(plan["router"]["workers"])
+    return row("router", host, PASS if len(healthy) == want else FAIL,
+               "%d of %d groups healthy behind it" % (len(healthy), want))
+
+
 def verify_rows(results, plan, gpu_real, server=None):
     """results: {host: {name: registered result}} for the verify role's checks.
 
@@ -148,6 +171,8 @@ def verify_rows(results, plan, gpu_real, server=None):
                             else coll.get("error") or coll.get("msg", "failed")))
     for group, spec in plan["groups"].items():
         rows += _server_rows(group, spec, plan, results, (server or {}).get(group), gpu_real)
+    if plan.get("router") and server:
+        rows.append(_router_row(plan, results, server))
     return rows
 
 

@@ -183,3 +183,30 @@ def fence_argv(plan, group_name, host, script, max_restarts=3, window=600, pytho
     if node["node_rank"] == 0:
         argv += ["--listen", coordinator, "--state", "/run/%s%s/state.json" % (FENCE_PREFIX, group_name)]
     return argv
+
+
+ROUTER_UNIT = "sglang-router"
+
+
+def router_unit(plan, opts):
+    """{host: {unit, argv, env}} for the sglang-router in front of every group's rank 0, or {}.
+
+    With an API key the launcher hands the router the same key (from the EnvironmentFile): it then
+    requires it from clients and sends it to the workers.
+    """
+    router = plan.get("router")
+    if not router:
+        return {}
+    node = plan["nodes"][router["host"]]
+    python = "%s/bin/python" % opts["venv_dir"].rstrip("/")
+    argv = [python, opts["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
+        "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
+        "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
+    env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
+    return {router["host"]: dict(unit=ROUTER_UNIT, argv=argv, env=env)}
+
+
+def router_validation_argv(argv, launcher):
+    """The launcher's --validate form of the router's argv (its own parser, no start)."""
+    i = argv.index(launcher)
+    return argv[:i + 1] + ["--validate"] + argv[i + 1:]

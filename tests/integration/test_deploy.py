@@ -24,7 +24,7 @@ def test_second_deploy_changes_nothing(deployed):
 def test_verify_reports_nodes_and_gpus(deployed):
     run = playbook("playbooks/verify.yml")
     assert run.rc == 0
-    assert "16 passed, 0 failed, 7 not run" in run.out
+    assert "17 passed, 0 failed, 7 not run" in run.out
     # The server checks say why they did not run; nothing pretends a server answered.
     for check in ("health_generate", "v1/models", "api key enforced", "test generation", "benchmark"):
         assert "not run: %s on %s: not started: no GPU (cluster_gpus_fake on %s, %s)" % (check, H1, H1, H2) in run.out
@@ -62,7 +62,7 @@ def test_installed_collection_runs_by_fqcn(deployed, tmp_path):
                              env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True).stdout
     assert str(tmp_path / "colls") in listing
     run = playbook("sglang_ops.cluster.verify", inv, env=env, cwd=tmp_path)
-    assert run.rc == 0 and "16 passed, 0 failed, 7 not run" in run.out
+    assert run.rc == 0 and "17 passed, 0 failed, 7 not run" in run.out
 
 
 def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):

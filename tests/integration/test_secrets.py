@@ -33,7 +33,17 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
             visible = on_host(host, "ps -eo args; cat /etc/systemd/system/sglang-*.service")
             for secret in (token, api_key, hf_token):
                 assert secret not in visible
+        # The key is enforced where it lands: the router (which runs here; SGLang cannot) gets it
+        # from its 0600 file through the launcher and refuses requests without it.
+        on_host(H1, "systemctl start sglang-router")
+        codes = on_host(H1, "sleep 8; for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
+                        "curl -s -m 10 -o /dev/null -w '%%{http_code} ' -H \"$k\" -H 'Content-Type: application/json' "
+                        "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}' "
+                        "http://127.0.0.1:30080/v1/chat/completions; done" % api_key).split()
+        assert codes[:2] == ["401", "401"] and codes[2] == "503", codes  # 503: no server behind it
+        assert api_key not in on_host(H1, "ps -eo args")
     finally:
+        on_host(H1, "systemctl stop sglang-router")
         clean = playbook("playbooks/deploy.yml", INVENTORY)
         for host in (H1, H2):
             on_host(host, "rm -f /etc/sglang/hf-token")

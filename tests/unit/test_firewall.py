@@ -21,7 +21,7 @@ def test_order_ssh_cluster_then_drops():
     assert "policy accept" in text and "flush" not in text
     assert ("tcp dport { 6379, 6380, 6381, 6382, 6383, 6384, 6385, 8265, 10001, 11000-11499, 20000-20100, "
             "32768-60999 } drop") in text
-    assert "tcp dport 30000 drop" in text and "client_v4" not in text
+    assert "tcp dport { 30000 } drop" in text and "client_v4" not in text
 
 
 def test_clients_ipv6_and_no_dynamic_range():
@@ -29,9 +29,18 @@ def test_clients_ipv6_and_no_dynamic_range():
                        dynamic_ports="")
     assert "set cluster_v6 { type ipv6_addr; flags interval; elements = { fd00::/64 } }" in text
     assert "cluster_v4" not in text
-    assert "tcp dport 30000 ip saddr @client_v4 accept" in text and "tcp dport 30000 ip6 saddr @client_v6 accept" in text
+    assert "tcp dport { 30000 } ip saddr @client_v4 accept" in text and "tcp dport { 30000 } ip6 saddr @client_v6 accept" in text
     assert "32768-60999" not in text
 
 
 def test_without_cidrs_only_the_node_itself():
     assert "elements = { 10.0.0.11/32 }" in nft_ruleset(plan(cidrs=()), "b")
+
+
+def test_router_port_is_a_client_port_on_the_router_host_only():
+    inv = {h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=8, sglang_model_path="m",
+                   sglang_router=True) for h, ip in (("a", "10.0.0.10"), ("b", "10.0.0.11"))}
+    plan = build_plan({"g": ["a", "b"]}, inv)
+    assert plan["router"] == {"host": "a", "ip": "10.0.0.10", "port": 30080, "workers": ["http://10.0.0.10:30000"]}
+    assert "tcp dport { 30000, 30080 } drop" in nft_ruleset(plan, "a", ["192.0.2.0/24"])
+    assert "tcp dport { 30000 } drop" in nft_ruleset(plan, "b", ["192.0.2.0/24"])

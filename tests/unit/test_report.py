@@ -100,3 +100,23 @@ def test_firewall_disabled_and_missing_unit():
 def test_totals_line():
     assert totals(results(), PLAN) == ("Ray ? at 10.0.0.10:6379: 2 / 2 nodes alive, 4 / 4 GPUs "
                                        "(declared fake: CPU test hosts)")
+
+
+ROUTER_PLAN = build_plan({"g": ["a", "b"]}, {
+    h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=2, sglang_model_path="m",
+            sglang_router=True) for h, ip in (("a", "10.0.0.10"), ("b", "10.0.0.11"))})
+
+
+def test_router_row():
+    rows = verify_rows(results(a={"router_unit": ENABLED}), ROUTER_PLAN, False, NOT_STARTED)
+    assert status(rows, "router", "a")["status"] == "pass"
+    assert "not started: no GPU" in status(rows, "router", "a")["reason"]
+    up = {"json": {"workers": [{"url": "http://10.0.0.10:30000", "is_healthy": True}]}}
+    rows = verify_rows(results(a={"router_unit": UNIT_OK, "router_workers": up}), ROUTER_PLAN, True, STARTED)
+    assert status(rows, "router", "a") == {"check": "router", "node": "a", "status": "pass",
+                                           "reason": "1 of 1 groups healthy behind it"}
+    down = {"json": {"workers": [{"url": "http://10.0.0.10:30000", "is_healthy": False}]}}
+    rows = verify_rows(results(a={"router_unit": UNIT_OK, "router_workers": down}), ROUTER_PLAN, True, STARTED)
+    assert status(rows, "router", "a")["status"] == "fail"
+    rows = verify_rows(results(), ROUTER_PLAN, True, STARTED)
+    assert "not installed" in status(rows, "router", "a")["reason"]

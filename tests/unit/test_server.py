@@ -4,7 +4,8 @@ import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import (
-    ServerConfigError, fence_argv, group_units, start_decision, validation_argv)
+    ServerConfigError, fence_argv, group_units, router_unit, router_validation_argv, start_decision,
+    validation_argv)
 
 LAUNCHER = "/usr/local/lib/sglang-ops/sglang-launch.py"
 OPTS = {"venv_dir": "/opt/sglang/venv", "launcher": LAUNCHER}
@@ -163,3 +164,24 @@ def test_fence_argv_rank0_coordinates():
     assert flag(r0, "--listen") == "10.0.0.10:20100" and "--listen" not in r1
     assert flag(r1, "--unit") == "sglang-server-llama.service" and flag(r1, "--rank") == "1"
     assert flag(fence_argv(plan_for(ip="fd00::%d"), "llama", "gpu1", "/f.py"), "--coordinator") == "[fd00::10]:20100"
+
+
+def test_router_fronts_every_rank0_and_never_carries_the_key():
+    plan = plan_for(groups={"a": 2, "b": 2}, sglang_router=True)
+    units = router_unit(plan, dict(OPTS, router_policy="round_robin", router_args=["--log-level", "info"]))
+    assert list(units) == ["gpu0"]
+    argv = units["gpu0"]["argv"]
+    assert argv[:4] == ["/opt/sglang/venv/bin/python", LAUNCHER, "--router", "--worker-urls"]
+    assert argv[4:6] == ["http://10.0.0.10:30001", "http://10.0.0.12:30002"]
+    assert flag(argv, "--port") == "30080" and flag(argv, "--policy") == "round_robin"
+    assert argv[-2:] == ["--log-level", "info"] and not any("api-key" in a for a in argv)
+    assert router_validation_argv(argv, LAUNCHER)[2:4] == ["--validate", "--router"]
+    assert router_unit(plan_for(), OPTS) == {}
+
+
+def test_router_ipv6_workers_bracketed():
+    units = group_units(plan_for(ip="fd00::%d"), "llama", OPTS)
+    assert units  # the group itself renders
+    plan = plan_for(ip="fd00::%d", sglang_router=True)
+    argv = router_unit(plan, OPTS)["gpu0"]["argv"]
+    assert "http://[fd00::10]:30000" in argv and flag(argv, "--host") == "::"

@@ -7,6 +7,7 @@ before it starts anything (flag parsing, then resolve_once() and check_server_ar
 rendered unit is proven against the installed SGLang without a GPU.
 
     python sglang-launch.py [--validate] SGLANG_ARGS...
+    python sglang-launch.py [--validate] --router SGLANG_ROUTER_ARGS...
 """
 
 import json
@@ -22,9 +23,14 @@ def main():
     validate = bool(argv) and argv[0] == "--validate"
     if validate:
         argv = argv[1:]
+    router = bool(argv) and argv[0] == "--router"
+    if router:
+        argv = argv[1:]
     key = os.environ.pop(API_KEY_ENV, "")
     if key:
         argv = argv + ["--api-key", key]
+    if router:
+        return run_router(argv, validate)
     from sglang.srt.server_args import prepare_server_args
 
     if validate:
@@ -49,6 +55,22 @@ def main():
         run_server(server_args)
     finally:
         kill_process_tree(os.getpid(), include_parent=False)
+    return 0
+
+
+def run_router(argv, validate):
+    """sglang-router: its own parser checks the arguments; then its launcher starts it."""
+    from sglang_router import launch_router as lr
+
+    if validate:
+        args = lr.parse_router_args(argv)
+        import sglang_router
+
+        print(json.dumps({"ok": True, "sglang_router": getattr(sglang_router, "__version__", "?"),
+                          "workers": len(getattr(args, "worker_urls", []) or [])}))
+        return 0
+    sys.argv = [sys.argv[0]] + argv  # in-process only, as above
+    lr.main()
     return 0
 
 
