@@ -51,6 +51,7 @@ DEFAULTS = {
     "ray_dashboard_agent_grpc_port": 6383,
     "ray_dashboard_agent_listen_port": 6384,
     "ray_metrics_export_port": 6385,
+    "ray_autoscaler_metrics_port": 6386,
     "ray_dashboard_port": 8265,
     "ray_client_server_port": 10001,
     "ray_min_worker_port": 11000,
@@ -67,7 +68,8 @@ GROUP_KEYS = (
 RAY_PORT_KEYS = (
     "ray_gcs_port", "ray_node_manager_port", "ray_object_manager_port",
     "ray_runtime_env_agent_port", "ray_dashboard_agent_grpc_port",
-    "ray_dashboard_agent_listen_port", "ray_metrics_export_port", "ray_dashboard_port",
+    "ray_dashboard_agent_listen_port", "ray_metrics_export_port", "ray_autoscaler_metrics_port",
+    "ray_dashboard_port",
     "ray_client_server_port",
 )
 # Same value on every host of the cluster (one Ray cluster, one install layout).

@@ -37,6 +37,8 @@ def ray_start_argv(plan, host, object_store_memory=None, temp_dir=None, extra_ar
     argv = ["%s/bin/ray" % node["venv_dir"].rstrip("/"), "start"]
     if node["is_ray_head"]:
         argv += ["--head", "--port=%d" % ports["ray_gcs_port"]]
+        # Ray starts its client server whenever grpcio is importable (SGLang's venv has it).
+        argv += ["--ray-client-server-port=%d" % ports["ray_client_server_port"]]
         # The dashboard and job API allow remote code execution (ShadowRay): off, or loopback only.
         argv += (["--include-dashboard=true", "--dashboard-host=127.0.0.1",
                   "--dashboard-port=%d" % ports["ray_dashboard_port"]] if dashboard
@@ -66,6 +68,10 @@ def ray_environment(plan, host, auth_token_path=None, gcs_reconnect_timeout=None
         # Ray drains 30 s on SIGTERM by default; the unit's own stop handles draining.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
+    if node["is_ray_head"]:
+        # The autoscaler's metrics server (started where prometheus_client is installed) would
+        # take a fixed port inside the ephemeral range; give it the planned one.
+        env["AUTOSCALER_METRIC_PORT"] = str(node["ports"]["ray_autoscaler_metrics_port"])
     if auth_token_path:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=auth_token_path)
     if gcs_reconnect_timeout:

@@ -44,28 +44,11 @@ def test_sglang_rejection_fails_the_play_and_keeps_the_unit(deployed, tmp_path):
     before = unit_file(H1)
     extra = tmp_path / "bad.yml"
     extra.write_text(yaml.safe_dump({"sglang_extra_args": ["--load-format", "dummy", "--attention-backend", "no-such"]}))
-    run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "@%s" % extra)
+    run = playbook("playbooks/server.yml", INVENTORY, "-e", "@%s" % extra)
     assert run.rc != 0
     assert "%s: SGLang rejects the arguments of %s (rank 0)" % (H1, UNIT) in run.out
     assert "no-such" in run.out  # SGLang's own words
     assert unit_file(H1) == before
-
-
-def test_parallelism_change_rerenders_only_the_group(deployed, tmp_path):
-    ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray")
-    extra = tmp_path / "pp.yml"
-    extra.write_text(yaml.safe_dump({"sglang_pp": 2}))
-    run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "@%s" % extra)
-    try:
-        assert run.rc == 0
-        for host in (H1, H2):
-            assert "--tp-size 4 --pp-size 2 " in unit_file(host)
-        assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray") == ray_since
-        assert run.recap[H1]["changed"] == run.recap[H2]["changed"]
-    finally:
-        back = playbook("playbooks/deploy.yml", INVENTORY)
-    assert back.rc == 0 and "--tp-size 8 --nnodes 2" in unit_file(H1)
-    assert playbook("playbooks/deploy.yml", INVENTORY).recap[H1]["changed"] == 0
 
 
 def fence_log(since):
@@ -87,12 +70,14 @@ def state(host):
 
 def test_fence_restarts_the_group_together_and_gives_up(deployed):
     """The fence acts on the real server units. SGLang cannot serve on this CPU, so a drop-in
-    gives each rank a stand-in process (sleep); killing one rank's process is the failure."""
+    gives each rank a stand-in process (sleep) and lifts the GPU-device condition; killing one
+    rank's process is the failure."""
     dropin = "/etc/systemd/system/%s.service.d/stand-in.conf" % UNIT
     since = int(on_host(H1, "date +%s"))
     on_host(H1, "systemctl restart %s" % FENCE)  # a fresh coordinator: its restart count is 0
     for host in (H1, H2):
-        on_host(host, "mkdir -p %s.d && printf '[Service]\\nExecStart=\\nExecStart=/bin/sleep infinity\\n' > %s "
+        on_host(host, "mkdir -p %s.d && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n"
+                "[Service]\\nExecStart=\\nExecStart=/bin/sleep infinity\\n' > %s "
                 "&& systemctl daemon-reload && systemctl start %s" % (dropin.rsplit(".d/", 1)[0], dropin, UNIT))
     try:
         wait_for(lambda: "armed: all 2 ranks active" in fence_log(since))
@@ -112,5 +97,50 @@ def test_fence_restarts_the_group_together_and_gives_up(deployed):
         assert json.loads(on_host(H1, "cat /run/%s/state.json" % FENCE))["phase"] == "gave-up"
     finally:
         for host in (H1, H2):
-            on_host(host, "rm -f %s && systemctl daemon-reload && systemctl stop %s; systemctl reset-failed %s || true"
-                    % (dropin, UNIT, UNIT))
+            on_host(host, "rm -rf %s && systemctl daemon-reload && systemctl stop %s; systemctl reset-failed %s || true"
+                    % (dropin.rsplit("/", 1)[0], UNIT, UNIT))
+
+
+def two_group_inventory(tmp_path, pp_a=1):
+    """The same two hosts as two one-node model groups with their own ports (replicas)."""
+    inv = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
+    hosts = inv["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
+    model = yaml.safe_load((ROOT / "inventories/lab/group_vars/lab_model.yml").read_text())
+    inv["all"]["children"]["sglang_nodes"]["children"] = {
+        "rep_a": {"hosts": {H1: hosts[H1]}, "vars": dict(model, sglang_pp=pp_a)},
+        "rep_b": {"hosts": {H2: hosts[H2]}, "vars": dict(model, sglang_port=30001, sglang_dist_init_port=20200)},
+    }
+    out = tmp_path / "two_groups"
+    out.mkdir(exist_ok=True)
+    (out / "hosts.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
+    if not (out / "group_vars").exists():
+        (out / "group_vars").mkdir()
+        (out / "group_vars" / "all").symlink_to(ROOT / "inventories/lab/group_vars/all")
+    return out
+
+
+def test_two_groups_then_a_tp_change_touches_only_its_group(deployed, tmp_path):
+    try:
+        # server.yml: the server role alone, as an operator re-renders servers on a live cluster.
+        run = playbook("playbooks/server.yml", two_group_inventory(tmp_path))
+        assert run.rc == 0
+        # The old group's units are gone; each node now serves its own replica.
+        for host, group, port in ((H1, "rep_a", "30000"), (H2, "rep_b", "30001")):
+            units = on_host(host, "ls /etc/systemd/system | grep -E '^sglang-(server|fence)' || true").split()
+            assert units == ["sglang-server-%s.service" % group], (host, units)  # one node: no fence
+            text = on_host(host, "cat /etc/systemd/system/sglang-server-%s.service" % group)
+            assert "--tp-size 4 " in text and "--nnodes" not in text and "--port %s " % port in text
+        b_before = on_host(H2, "stat -c %Y /etc/systemd/system/sglang-server-rep_b.service")
+        # tp 4 -> 2 (pp 2) on rep_a only: its unit changes, rep_b's is not touched.
+        run = playbook("playbooks/server.yml", two_group_inventory(tmp_path, pp_a=2))
+        assert run.rc == 0
+        assert "--tp-size 2 --pp-size 2 " in on_host(H1, "cat /etc/systemd/system/sglang-server-rep_a.service")
+        assert on_host(H2, "stat -c %Y /etc/systemd/system/sglang-server-rep_b.service") == b_before
+        assert run.recap[H2]["changed"] == 0 and run.recap[H1]["changed"] > 0
+    finally:
+        back = playbook("playbooks/server.yml", INVENTORY)
+    assert back.rc == 0
+    assert playbook("playbooks/deploy.yml", INVENTORY).recap[H1]["changed"] == 0
+    for host in (H1, H2):
+        assert "sglang-server-rep" not in on_host(host, "ls /etc/systemd/system")
+        assert on_host(host, "systemctl is-active %s || true" % FENCE).strip() == "active"

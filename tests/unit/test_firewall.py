@@ -19,7 +19,7 @@ def test_order_ssh_cluster_then_drops():
     drop = next(i for i, line in enumerate(lines) if "drop comment \"cluster-only ports\"" in line)
     assert ssh < cluster < drop
     assert "policy accept" in text and "flush" not in text
-    assert ("tcp dport { 6379, 6380, 6381, 6382, 6383, 6384, 6385, 8265, 10001, 11000-11499, 20000-20100, "
+    assert ("tcp dport { 6379, 6380, 6381, 6382, 6383, 6384, 6385, 6386, 8265, 10001, 11000-11499, 20000-20100, "
             "32768-60999 } drop") in text
     assert "tcp dport { 30000 } drop" in text and "client_v4" not in text
 

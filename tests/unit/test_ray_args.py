@@ -23,9 +23,15 @@ def test_head_argv_fixes_every_port_and_hides_dashboard():
                  "--dashboard-agent-grpc-port=6383", "--dashboard-agent-listen-port=6384",
                  "--metrics-export-port=6385", "--min-worker-port=11000", "--max-worker-port=11499",
                  "--num-gpus=4", "--object-store-memory=268435456", "--include-dashboard=false",
-                 "--temp-dir=/var/lib/sglang/ray", "--disable-usage-stats"):
+                 "--temp-dir=/var/lib/sglang/ray", "--disable-usage-stats", "--ray-client-server-port=10001"):
         assert flag in argv
     assert argv[-1] == "--block"
+
+
+def test_head_pins_the_autoscaler_metrics_port():
+    from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_args import ray_environment
+    assert ray_environment(make_plan(), "n0")["AUTOSCALER_METRIC_PORT"] == "6386"
+    assert "AUTOSCALER_METRIC_PORT" not in ray_environment(make_plan(), "n1")
 
 
 def test_worker_joins_head_with_own_ip():
@@ -33,6 +39,7 @@ def test_worker_joins_head_with_own_ip():
     assert "--address=10.0.0.10:6379" in argv and "--node-ip-address=10.0.0.11" in argv
     assert "--head" not in argv and not any(a.startswith("--temp-dir") for a in argv)
     assert "--num-cpus=2" in argv and not any(a.startswith("--object-store") for a in argv)
+    assert not any(a.startswith("--ray-client-server-port") for a in argv)
 
 
 def test_ipv6_head_address_bracketed():
