@@ -67,7 +67,10 @@ network_backend = "netavark"
 # netbase: /etc/protocols + /etc/services, without which `nft -f` cannot resolve "icmp".
 IMAGE_PACKAGES = (
     "systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,python3-apt,sudo,iproute2,"
-    "nftables,procps,curl,ca-certificates,iputils-ping,netbase,netcat-openbsd"
+    "nftables,procps,curl,ca-certificates,iputils-ping,netbase,netcat-openbsd,"
+    # Installed, not running: the firewall tests turn one on to play a host that uses it
+    # (firewalld needs polkitd, which needs a logind: libpam-systemd).
+    "libpam-systemd,firewalld,ufw"
 )
 # Units that make no sense in a container: no tty, no udev, no real kernel filesystems.
 MASKED_UNITS = [
@@ -211,6 +214,7 @@ def image(args=None) -> None:
         (root / "etc/ssh/sshd_config.d/lab.conf").write_text(SSHD_CONF)
         run("chroot", str(root), "systemctl", "enable", "ssh.service", "ssh-hostkey.service",
             capture=True)
+        run("chroot", str(root), "systemctl", "disable", "firewalld.service", capture=True)
         dot_ssh = root / "root/.ssh"
         dot_ssh.mkdir(mode=0o700, exist_ok=True)
         (dot_ssh / "authorized_keys").write_text(KEY.with_suffix(".pub").read_text())

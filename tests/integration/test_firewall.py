@@ -16,7 +16,7 @@ OUTSIDER = f"{PREFIX}-outsider"
 NODES = {H1: (f"{IP1}", f"{HOSTS[0]['ipv6']}"), H2: (f"{IP2}", f"{HOSTS[1]['ipv6']}")}
 OUT_IP4 = lab.host_ipv4(61, FIRST)  # on the lab bridge, outside the nodes' /32s
 OUT_IP6 = lab.host_ipv6(61, FIRST)
-PORTS = sorted({6379, 8265, 10001, 11000, 11499} | set(range(6380, 6386)) | set(range(20000, 20101)))
+PORTS = sorted({6379, 8265, 10001, 11000, 11499, 30080} | set(range(6380, 6387)) | set(range(20000, 20101)))
 
 # Bounded scan: every (address, port) once, 0.5 s timeout, 64 threads.
 SCAN = r"""
@@ -81,7 +81,7 @@ def test_outsider_finds_nothing_open_while_nodes_reach_each_other(deployed, outs
                             "sleep 25; echo still-here"], stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     run = playbook("playbooks/deploy.yml", narrow_inventory())
-    assert run.rc == 0 and "Port mesh: 30 probes between 2 nodes, all open" in run.out
+    assert run.rc == 0 and "Port mesh: 32 probes between 2 nodes, all open" in run.out
     t0 = time.monotonic()
     opened = scan()
     print("\noutsider scan of %d ports x 4 addresses: %d open, %.1f s" % (len(PORTS), len(opened), time.monotonic() - t0))
@@ -106,3 +106,40 @@ def test_rules_survive_a_reboot_and_an_nftables_reload(deployed, outsider, narro
     assert (f"{IP2}", 6380) not in scan()
     # back to the lab's own inventory for the tests that follow
     assert playbook("playbooks/deploy.yml").rc == 0
+
+
+def reachable(src, ip, port):
+    return on_host(src, "nc -z -w 2 %s %d && echo open || echo closed" % (ip, port)).strip() == "open"
+
+
+HOST_FIREWALLS = {
+    # ufw would lock SSH out when enabled without a rule for it: an operator allows it first.
+    "firewalld": ("systemctl start firewalld",
+                  "systemctl stop firewalld; rm -f /etc/firewalld/zones/sglang*"),
+    "ufw": ("ufw allow 22/tcp >/dev/null && ufw --force enable",
+            "ufw --force reset >/dev/null; ufw --force disable >/dev/null"),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(HOST_FIREWALLS))
+def test_host_firewall_is_opened_for_the_cluster_only(deployed, outsider, narrow_inventory, tool):
+    start, stop = HOST_FIREWALLS[tool]
+    inv = narrow_inventory()  # the outsider's address is outside the cluster only with these CIDRs
+    try:
+        for host in (H1, H2):
+            on_host(host, start)
+        # The host's own firewall rejects what it was not told about: the peer cannot reach Ray.
+        assert not reachable(H2, IP1, 6379)
+        run = playbook("playbooks/firewall.yml", inv, "--diff")
+        assert run.rc == 0 and "Open the cluster's ports in %s" % tool in run.out
+        assert reachable(H2, IP1, 6379) and reachable(H1, IP2, 6380)
+        mesh = playbook("playbooks/preflight.yml", inv, "--tags", "preflight_plan,preflight_mesh")
+        assert mesh.rc == 0 and "Port mesh: 32 probes between 2 nodes, all open" in mesh.out
+        assert scan() == []  # and still nothing for an outsider
+        again = playbook("playbooks/firewall.yml", inv)
+        assert {h: r["changed"] for h, r in again.recap.items()} == {H1: 0, H2: 0}
+        assert "table inet sglang_ops" in on_host(H1, "nft list tables")  # the second layer stays
+    finally:
+        for host in (H1, H2):
+            on_host(host, stop)
+        assert playbook("playbooks/firewall.yml").rc == 0  # the lab's own CIDRs again
