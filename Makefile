@@ -51,7 +51,7 @@ collection: venv
 	ansible-galaxy collection build --force .
 
 integration: venv deps
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest tests/integration --durations=15
 
 molecule: venv deps
 	molecule test -s default
