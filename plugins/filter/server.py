@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
-
+from ansible_collections.sglang_ops.cluster.plugins.filter.install import _wrap
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import server
-
-
-def _wrap(func):
-    def filt(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except ValueError as exc:
-            raise AnsibleFilterError(str(exc)) from exc
-    filt.__doc__ = func.__doc__
-    return filt
 
 
 def _start_decision(plan, group, setting):
