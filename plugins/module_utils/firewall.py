@@ -27,6 +27,13 @@ def _ports(plan, host):
     return sorted(p for p in single if not any(lo <= p <= hi for lo, hi in bounds)), ranges
 
 
+def api_ports(plan, host):
+    """Client-facing ports of `host`: its group's API, and the router's where it runs."""
+    router = plan.get("router") or {}
+    return [plan["nodes"][host]["ports"]["sglang_port"]] + (
+        [router["port"]] if router.get("host") == host else [])
+
+
 def _split(cidrs):
     nets = [ipaddress.ip_network(str(c), strict=False) for c in cidrs]
     return ([str(n) for n in nets if n.version == 4], [str(n) for n in nets if n.version == 6])
@@ -39,10 +46,7 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
     client4, client6 = _split(client_cidrs)
     single, ranges = _ports(plan, host)
     guarded = ", ".join([str(p) for p in single] + ranges + ([dynamic_ports] if dynamic_ports else []))
-    # Client-facing ports: the group's API, and the router's where it runs.
-    router = plan.get("router") or {}
-    api = [node["ports"]["sglang_port"]] + ([router["port"]] if router.get("host") == host else [])
-    api_words = ", ".join(str(p) for p in api)
+    api_words = ", ".join(str(p) for p in api_ports(plan, host))
     iface = node["cluster_interface"]
     lines = [
         "# Managed by sglang_ops.cluster (firewall role). Loaded by sglang-firewall.service.",

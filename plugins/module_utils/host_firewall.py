@@ -13,18 +13,12 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import _ports
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import _ports, api_ports
 
 BACKENDS = ("auto", "nftables", "firewalld", "ufw")
 ZONE = "sglang"
 CLIENT_ZONE = "sglang-clients"
 COMMENT = "sglang_ops"
-
-
-def api_ports(plan, host):
-    router = plan.get("router") or {}
-    return [plan["nodes"][host]["ports"]["sglang_port"]] + (
-        [router["port"]] if router.get("host") == host else [])
 
 
 def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999"):

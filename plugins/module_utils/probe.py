@@ -57,11 +57,16 @@ def parse_compute_apps(text, pids):
 
 # --- rank 0 over HTTP ---------------------------------------------------------------------
 
-def request(url, body=None, api_key="", timeout=30.0):
-    """(status, bytes) of a GET (body None) or JSON POST; status 0 when nothing answered."""
-    headers = {"Content-Type": "application/json"}
+def _headers(api_key, **extra):
+    headers = {"Content-Type": "application/json", **extra}
     if api_key:
         headers["Authorization"] = "Bearer %s" % api_key
+    return headers
+
+
+def request(url, body=None, api_key="", timeout=30.0):
+    """(status, bytes) of a GET (body None) or JSON POST; status 0 when nothing answered."""
+    headers = _headers(api_key)
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
@@ -97,9 +102,7 @@ def sse_events(lines):
 
 def stream_one(url, body, api_key="", timeout=120.0, clock=time.monotonic):
     """One streamed chat completion: {ok, ttft, latency, tokens, error}."""
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    if api_key:
-        headers["Authorization"] = "Bearer %s" % api_key
+    headers = _headers(api_key, Accept="text/event-stream")
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     t0 = clock()
     ttft, chunks, usage = None, 0, None

@@ -8,6 +8,8 @@ decides, renders the table and the JSON.
 
 from __future__ import annotations
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import unit_name
+
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
 
 
@@ -67,7 +69,7 @@ def _server_rows(group, spec, plan, results, decision, gpu_real):
         reason = ("no GPU: CPU test hosts cannot serve SGLang" if not gpu_real
                   else "the sglang_server role has not run")
         return [row(c, spec["rank0"], NOT_RUN, reason) for c in GROUP_CHECKS]
-    unit = "sglang-server-%s" % group
+    unit = unit_name(group)
     rows = []
     hosts = spec["hosts"] if spec.get("backend", "native") == "native" else [spec["rank0"]]
     for host in hosts:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import format_hostport
+
 BACKENDS = ("native", "ray")
 UNIT_PREFIX = "sglang-server-"
 FENCE_PREFIX = "sglang-fence-"
@@ -32,6 +34,10 @@ def unit_name(group):
 
 def fence_unit_name(group):
     return "%s%s" % (FENCE_PREFIX, group)
+
+
+def _venv_python(opts):
+    return "%s/bin/python" % opts["venv_dir"].rstrip("/")
 
 
 def listen_host(plan, host_setting=""):
@@ -92,7 +98,7 @@ def node_environment(plan, host, opts):
 
 
 def group_units(plan, group_name, opts):
-    """{host: {unit, rank, argv, env, start_order}} for one model group.
+    """{host: {unit, fence_unit, rank, argv, env}} for one model group.
 
     opts: venv_dir, launcher (path of the launcher script), host (listen address setting),
     env, hf_home, nccl_debug, gpu_vendor, hf_offline, hf_token_file,
@@ -103,8 +109,7 @@ def group_units(plan, group_name, opts):
     group = plan["groups"][group_name]
     if group["backend"] not in BACKENDS:
         raise ServerConfigError("sglang_backend %r: use one of %s" % (group["backend"], ", ".join(BACKENDS)))
-    python = "%s/bin/python" % opts["venv_dir"].rstrip("/")
-    base = [python, opts["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
+    base = [_venv_python(opts), opts["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
     common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
     extra = list(group.get("extra_args") or [])
     units = {}
@@ -128,7 +133,8 @@ def group_units(plan, group_name, opts):
         ray = opts.get("ray") or {}
         if ray.get("auth_token_file"):
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=ray["auth_token_file"])
-        units[rank0] = dict(unit=unit_name(group_name), rank=0, argv=argv, env=env)
+        units[rank0] = dict(unit=unit_name(group_name), fence_unit=fence_unit_name(group_name), rank=0,
+                            argv=argv, env=env)
         return units
     for host in group["hosts"]:
         rank = plan["nodes"][host]["node_rank"]
@@ -137,8 +143,8 @@ def group_units(plan, group_name, opts):
             argv += ["--nnodes", str(group["nnodes"]), "--node-rank", str(rank),
                      "--dist-init-addr", group["dist_init_addr"]]
         argv += common_tail + extra
-        units[host] = dict(unit=unit_name(group_name), rank=rank, argv=argv,
-                           env=node_environment(plan, host, opts))
+        units[host] = dict(unit=unit_name(group_name), fence_unit=fence_unit_name(group_name), rank=rank,
+                           argv=argv, env=node_environment(plan, host, opts))
     return units
 
 
@@ -174,14 +180,13 @@ def fence_argv(plan, group_name, host, script, max_restarts=3, window=600, pytho
     """The fence unit's command line on `host` (rank 0's also listens as the coordinator)."""
     group = plan["groups"][group_name]
     node = plan["nodes"][host]
-    rank0_ip = plan["nodes"][group["rank0"]]["cluster_ip"]
-    coordinator = "[%s]:%d" % (rank0_ip, group["fence_port"]) if ":" in rank0_ip else "%s:%d" % (
-        rank0_ip, group["fence_port"])
+    coordinator = format_hostport(plan["nodes"][group["rank0"]]["cluster_ip"], group["fence_port"])
     argv = [python, script, "--group", group_name, "--rank", str(node["node_rank"]),
             "--nnodes", str(group["nnodes"]), "--unit", unit_name(group_name) + ".service",
             "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window)]
     if node["node_rank"] == 0:
-        argv += ["--listen", coordinator, "--state", "/run/%s%s/state.json" % (FENCE_PREFIX, group_name)]
+        # /run/<fence unit>: the unit's RuntimeDirectory.
+        argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(group_name)]
     return argv
 
 
@@ -198,8 +203,7 @@ def router_unit(plan, opts):
     if not router:
         return {}
     node = plan["nodes"][router["host"]]
-    python = "%s/bin/python" % opts["venv_dir"].rstrip("/")
-    argv = [python, opts["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
+    argv = [_venv_python(opts), opts["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
         "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
