@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import driver, install, model
-
-
-def _wrap(func):
-    def filt(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except ValueError as exc:
-            raise AnsibleFilterError(str(exc)) from exc
-    filt.__doc__ = func.__doc__
-    return filt
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.filters import wrap_errors
 
 
 def _model_source_problem(source, model_path, src_dir=None, repo=None):
@@ -29,9 +18,9 @@ class FilterModule:
 
     def filters(self):
         return {
-            "pip_source_args": _wrap(install.pip_source_args),
-            "pinned_requirements": _wrap(install.pinned_requirements),
-            "install_requirements": _wrap(install.install_requirements),
-            "gpu_driver_plan": _wrap(driver.plan),
+            "pip_source_args": wrap_errors(install.pip_source_args),
+            "pinned_requirements": wrap_errors(install.pinned_requirements),
+            "install_requirements": wrap_errors(install.install_requirements),
+            "gpu_driver_plan": wrap_errors(driver.plan),
             "model_source_problem": _model_source_problem,
         }

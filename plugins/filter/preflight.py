@@ -10,16 +10,6 @@ def collect(hostvars, hosts, name):
     return {h: hostvars[h][name] for h in hosts if name in hostvars[h]}
 
 
-def mesh_peers(plan, host):
-    """The other nodes of the cluster with the ports this node must reach on each."""
-    return [{"host": h, "address": n["cluster_ip"], "ports": mesh.mesh_ports(n)}
-            for h, n in plan["nodes"].items() if h != host]
-
-
-def mesh_node_ports(plan, host):
-    return mesh.mesh_ports(plan["nodes"][host])
-
-
 def mesh_report(results_by_host):
     """{host: port_mesh result} -> {failures: [...], table: [lines], probes: n, slowest_s: s}."""
     failures = mesh.mesh_failures({h: r.get("results", []) for h, r in results_by_host.items()})
@@ -69,8 +59,6 @@ class FilterModule:
     def filters(self):
         return {
             "collect": collect,
-            "mesh_peers": mesh_peers,
-            "mesh_node_ports": mesh_node_ports,
             "mesh_report": mesh_report,
             "node_problems": node_problems,
             "parity_problems": parity_problems,

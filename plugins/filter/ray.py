@@ -6,12 +6,10 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_args import
     ray_environment,
     ray_start_argv,
 )
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import placement_problems
 
 
 class FilterModule:
     """Ray unit filters: `plan | ray_start_argv(host, ...)`, `plan | ray_environment(host)`."""
 
     def filters(self):
-        return {"ray_start_argv": ray_start_argv, "ray_environment": ray_environment,
-                "ray_placement_problems": placement_problems}
+        return {"ray_start_argv": ray_start_argv, "ray_environment": ray_environment}

@@ -13,6 +13,7 @@ Input is plain data (groups and per-host variables), output is plain data; the a
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 
 ROOT_GROUP = "sglang_nodes"
@@ -29,6 +30,11 @@ DEFAULTS = {
     "cluster_gpus_fake": False,
     "cluster_user": "sglang",
     "cluster_venv_dir": "/opt/sglang/venv",
+    # The layout on every node: the plan publishes it (plan.layout) and no role spells it.
+    "sglang_data_dir": "/var/lib/sglang",
+    "cluster_config_dir": "/etc/sglang",
+    "cluster_libexec_dir": "/usr/local/lib/sglang-ops",
+    "ray_unit_name": "sglang-ray",
     "sglang_model_path": None,
     "sglang_tp": None,
     "sglang_pp": 1,
@@ -59,6 +65,16 @@ DEFAULTS = {
 }
 
 BACKENDS = ("native", "ray")
+# Fixed names of the layout (unit names of the groups take the group's name after the prefix).
+UNIT_DIR = "/etc/systemd/system"
+FIREWALL_UNIT = "sglang-firewall"
+NFT_TABLE = "sglang_ops"
+ROUTER_UNIT = "sglang-router"
+SERVER_UNIT_PREFIX = "sglang-server-"
+FENCE_UNIT_PREFIX = "sglang-fence-"
+# The launcher hands SGLang (and the router) the API key from this variable, read from a 0600
+# EnvironmentFile, so the key is never in a command line that `ps` shows.
+API_KEY_ENV = "SGLANG_OPS_API_KEY"
 # Same value on every host of a model group (they describe one SGLang server).
 GROUP_KEYS = (
     "sglang_model_path", "sglang_tp", "sglang_pp", "sglang_dp", "sglang_enable_dp_attention",
@@ -73,9 +89,10 @@ RAY_PORT_KEYS = (
     "ray_client_server_port",
 )
 # Same value on every host of the cluster (one Ray cluster, one install layout).
-CLUSTER_KEYS = RAY_PORT_KEYS + ("ray_min_worker_port", "ray_max_worker_port", "cluster_user",
-                                "cluster_venv_dir", "sglang_router", "sglang_router_port",
-                                "sglang_router_host")
+LAYOUT_DIRS = ("cluster_venv_dir", "sglang_data_dir", "cluster_config_dir", "cluster_libexec_dir")
+CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
+    "ray_min_worker_port", "ray_max_worker_port", "cluster_user", "sglang_router",
+    "sglang_router_port", "sglang_router_host", "ray_unit_name")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -85,6 +102,14 @@ MANAGED_FLAGS = (
 )
 IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Unit and model group names end up in unit file names and journal filters: no spaces, no
+# shell or systemd specials (`\Z`, not `$`, so a trailing newline does not pass).
+UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+# Directories a layout path may not be (or sit directly in place of): the system's own.
+SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
+               "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/sbin", "/var", "/var/lib",
+               "/var/log", "/var/tmp", "/etc/systemd", "/etc/systemd/system")
 
 
 class PlanError(Exception):
@@ -327,6 +352,62 @@ def _router(chk, all_hosts, groups, nodes):
     return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "workers": workers}
 
 
+def _check_dir(chk, host, key):
+    """A layout directory: absolute, normalized, of its own (never a system directory)."""
+    value = chk.get(host, key)
+    if (not isinstance(value, str) or not value.startswith("/") or value != posixpath.normpath(value)
+            or not re.match(r"^[A-Za-z0-9_./+-]+\Z", value) or value in SYSTEM_DIRS):
+        chk.fail(host, key, "%r is not a dedicated absolute path" % (value,),
+                 "use a normalized absolute path of its own (letters, digits, ._+-/), such as %s"
+                 % DEFAULTS[key])
+        return DEFAULTS[key]
+    return value
+
+
+def layout(settings, groups):
+    """Every name and path the roles use on a node, from the cluster-wide settings.
+
+    settings: the LAYOUT_DIRS and ray_unit_name values. groups: model group names, whose server
+    and fence units are named after them. Roles read these names here and spell none.
+    """
+    data, config, libexec = (settings["sglang_data_dir"], settings["cluster_config_dir"],
+                             settings["cluster_libexec_dir"])
+    ray_unit = settings["ray_unit_name"]
+    return {
+        "venv_dir": settings["cluster_venv_dir"],
+        "data_dir": data,
+        "config_dir": config,
+        "libexec_dir": libexec,
+        "unit_dir": UNIT_DIR,
+        # Short on purpose: Ray's unix socket paths live under it (108-byte limit).
+        "ray_temp_dir": data + "/ray",
+        "hf_home": data + "/hf",
+        # Modules that run as the cluster user (become_user) keep their temp files here.
+        "ansible_tmp_dirs": [data + "/.ansible", data + "/.ansible/tmp"],
+        "units": {
+            "ray": ray_unit,
+            "firewall": FIREWALL_UNIT,
+            "router": ROUTER_UNIT,
+            "servers": {g: SERVER_UNIT_PREFIX + g for g in groups},
+            "fences": {g: FENCE_UNIT_PREFIX + g for g in groups},
+            # Globs that find every unit of these kinds, also of groups no longer planned.
+            "server_globs": [SERVER_UNIT_PREFIX + "*.service", FENCE_UNIT_PREFIX + "*.service",
+                             ROUTER_UNIT + ".service"],
+        },
+        "files": {
+            "ray_token": config + "/ray-auth-token",
+            "hf_token": config + "/hf-token",
+            "firewall_rules": config + "/firewall.nft",
+            "launcher": libexec + "/sglang-launch.py",
+            "fence": libexec + "/fence.py",
+            # The operator's Ray CLI of this cluster carries the Ray unit's name.
+            "ray_cli": "/usr/local/bin/" + ray_unit,
+        },
+        "nft_table": NFT_TABLE,
+        "env": {"api_token": API_KEY_ENV},
+    }
+
+
 def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
     """Validate the inventory and return the cluster plan, or raise PlanError with every problem.
 
@@ -343,6 +424,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
 
     member = {}
     for group, hosts in model_groups.items():
+        if not UNIT_NAME.match(group):
+            chk.fail(group, "groups", "model group name %r becomes a unit name (%s%s)"
+                     % (group, SERVER_UNIT_PREFIX, group),
+                     "rename the group with letters, digits, '.', '_' and '-' only")
         if not hosts:
             chk.fail(group, "hosts", "model group has no hosts", "add hosts or remove the group")
         for host in hosts:
@@ -375,10 +460,12 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
     if not isinstance(user, str) or not USERNAME.match(user) or user == "root":
         chk.fail(all_hosts[0], "cluster_user", "%r is not an unprivileged user name" % (user,),
                  "use a dedicated system user such as sglang")
-    venv = chk.get(all_hosts[0], "cluster_venv_dir")
-    if not isinstance(venv, str) or not venv.startswith("/") or venv.rstrip("/") in ("", "/usr"):
-        chk.fail(all_hosts[0], "cluster_venv_dir", "%r is not a dedicated absolute path" % (venv,),
-                 "use a path of its own such as /opt/sglang/venv")
+    dirs = {key: _check_dir(chk, all_hosts[0], key) for key in LAYOUT_DIRS}
+    venv = dirs["cluster_venv_dir"]
+    ray_unit = chk.get(all_hosts[0], "ray_unit_name")
+    if not isinstance(ray_unit, str) or not UNIT_NAME.match(ray_unit):
+        chk.fail(all_hosts[0], "ray_unit_name", "%r is not a systemd unit name" % (ray_unit,),
+                 "use letters, digits, '.', '_' and '-' only, without .service (e.g. sglang-ray)")
 
     nodes, seen_ips = {}, {}
     for host in all_hosts:
@@ -461,12 +548,26 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
     if chk.problems:
         raise PlanError(chk.problems)
 
+    ip_version = families.pop() if families else 4
+    loopback = "::1" if ip_version == 6 else "127.0.0.1"
     for host, node in nodes.items():
         node["is_ray_head"] = host == head
+        node["gpus_real"] = bool(node["num_gpus"]) and not node["gpus_fake"]
+        # NCCL where real GPUs run the collective (SGLang's own choice), gloo elsewhere.
+        node["collective_backend"] = "nccl" if node["gpus_real"] else "gloo"
+    for spec in groups.values():
+        # Rank 0's API as seen on rank 0 itself (readiness waits, verify's probe).
+        spec["local_url"] = "http://%s" % format_hostport(loopback, spec["http_port"])
+        spec["master_addr"] = nodes[spec["rank0"]]["cluster_ip"]
+    if router:
+        router["local_url"] = "http://%s" % format_hostport(loopback, router["port"])
     gcs_port = chk.get(head, "ray_gcs_port")
+    settings = {key: chk.get(all_hosts[0], key) for key in LAYOUT_DIRS + ("ray_unit_name",)}
     return {
         "version": 1,
-        "ip_version": families.pop() if families else 4,
+        "ip_version": ip_version,
+        "loopback": loopback,
+        "layout": layout(settings, list(groups)),
         "hosts": all_hosts,
         "ray": {
             "head": head, "head_ip": nodes[head]["cluster_ip"],
@@ -476,6 +577,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             "members": {h: nodes[h]["cluster_ip"] for h in all_hosts},
         },
         "cidrs": [str(n) for n in cidrs],
+        # Whether any node has real GPUs (else SGLang cannot serve anywhere: CPU test hosts).
+        "gpus_real": any(n["gpus_real"] for n in nodes.values()),
         "router": router,
         "groups": groups,
         "nodes": nodes,

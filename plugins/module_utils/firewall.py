@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 
-TABLE = "sglang_ops"
-
 
 def _ports(plan, host):
     """(port set words, ranges) that only cluster members may open connections to."""
     node = plan["nodes"][host]
     ports = node["ports"]
-    single = {v for k, v in ports.items() if k not in ("ray_min_worker_port", "ray_max_worker_port",
-                                                        "sglang_port") and v}
+    single = {v for k, v in ports.items()
+              if k not in ("ray_min_worker_port", "ray_max_worker_port", "sglang_port") and v}
     ranges = ["%d-%d" % (ports["ray_min_worker_port"], ports["ray_max_worker_port"])]
     dist, span = ports.get("sglang_dist_init_port"), plan["groups"][node["group"]].get("dist_port_span") or 0
     if dist and span:
@@ -40,8 +38,9 @@ def _split(cidrs):
 
 
 def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="32768-60999"):
-    """The whole file `nft -f` loads: (re)defines table inet sglang_ops atomically."""
+    """The whole file `nft -f` loads: (re)defines the collection's table atomically."""
     node = plan["nodes"][host]
+    table = plan["layout"]["nft_table"]
     cluster4, cluster6 = _split(plan["cidrs"] or ["%s/%d" % (node["cluster_ip"], 32 if ":" not in node["cluster_ip"] else 128)])
     client4, client6 = _split(client_cidrs)
     single, ranges = _ports(plan, host)
@@ -49,11 +48,12 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
     api_words = ", ".join(str(p) for p in api_ports(plan, host))
     iface = node["cluster_interface"]
     lines = [
-        "# Managed by sglang_ops.cluster (firewall role). Loaded by sglang-firewall.service.",
+        "# Managed by sglang_ops.cluster (firewall role). Loaded by %s.service."
+        % plan["layout"]["units"]["firewall"],
         "# Policy accept: this table only drops the ports it owns, from everyone outside the cluster.",
-        "table inet %s" % TABLE,
-        "delete table inet %s" % TABLE,
-        "table inet %s {" % TABLE,
+        "table inet %s" % table,
+        "delete table inet %s" % table,
+        "table inet %s {" % table,
     ]
     for name, family, nets in (("cluster_v4", "ipv4_addr", cluster4), ("cluster_v6", "ipv6_addr", cluster6),
                                ("client_v4", "ipv4_addr", client4), ("client_v6", "ipv6_addr", client6)):

@@ -8,8 +8,6 @@ decides, renders the table and the JSON.
 
 from __future__ import annotations
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import unit_name
-
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
 
 
@@ -69,7 +67,7 @@ def _server_rows(group, spec, plan, results, decision, gpu_real):
         reason = ("no GPU: CPU test hosts cannot serve SGLang" if not gpu_real
                   else "the sglang_server role has not run")
         return [row(c, spec["rank0"], NOT_RUN, reason) for c in GROUP_CHECKS]
-    unit = unit_name(group)
+    unit = plan["layout"]["units"]["servers"][group]
     rows = []
     hosts = spec["hosts"] if spec.get("backend", "native") == "native" else [spec["rank0"]]
     for host in hosts:
@@ -101,16 +99,17 @@ def _server_rows(group, spec, plan, results, decision, gpu_real):
 def _router_row(plan, results, server):
     """The sglang-router: installed and enabled; where the groups run, up with every group healthy."""
     host = plan["router"]["host"]
+    name = plan["layout"]["units"]["router"]
     res = results.get(host, {})
     status = ((res.get("router_unit") or {}).get("status") or {})
     if status.get("LoadState") in (None, "not-found"):
-        return row("router", host, FAIL, "sglang-router is not installed (run deploy.yml)")
+        return row("router", host, FAIL, "%s is not installed (run deploy.yml)" % name)
     stopped = [d["reason"] for d in server.values() if not d["start"]]
     if stopped:
         ok = status.get("UnitFileState") == "enabled"
-        return row("router", host, PASS if ok else FAIL, "sglang-router installed, %s; not started: %s"
-                   % (status.get("UnitFileState"), stopped[0].replace("not started: ", "")))
-    unit = _unit_row("router", host, res.get("router_unit"), "sglang-router")
+        return row("router", host, PASS if ok else FAIL, "%s installed, %s; not started: %s"
+                   % (name, status.get("UnitFileState"), stopped[0].replace("not started: ", "")))
+    unit = _unit_row("router", host, res.get("router_unit"), name)
     if unit["status"] != PASS:
         return unit
     workers = (res.get("router_workers") or {}).get("json") or {}
@@ -133,11 +132,12 @@ def verify_rows(results, plan, gpu_real, server=None):
     placement = {}
     for task in ray.get("placement", []) or []:
         placement.setdefault(task["ip"], []).extend(task["gpu_ids"])
+    units = plan["layout"]["units"]
     for host in hosts:
         node, res = plan["nodes"][host], results.get(host, {})
-        rows.append(_unit_row("ray unit", host, res.get("ray_unit"), "sglang-ray"))
+        rows.append(_unit_row("ray unit", host, res.get("ray_unit"), units["ray"]))
         fw = res.get("firewall_unit")
-        rows.append(_unit_row("firewall", host, fw, "sglang-firewall") if fw and not fw.get("skipped")
+        rows.append(_unit_row("firewall", host, fw, units["firewall"]) if fw and not fw.get("skipped")
                     else row("firewall", host, NOT_RUN, "firewall_enabled is false"))
         if ray.get("failed") and not ray.get("nodes"):
             rows.append(row("ray node alive", host, FAIL, ray.get("msg", "cannot read the Ray cluster")))

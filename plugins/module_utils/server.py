@@ -10,34 +10,33 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import format_hostport
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
+    API_KEY_ENV,
+    BACKENDS,
+    format_hostport,
+)
 
-BACKENDS = ("native", "ray")
-UNIT_PREFIX = "sglang-server-"
-FENCE_PREFIX = "sglang-fence-"
-# The launcher appends --api-key from this variable (read from a 0600 EnvironmentFile) inside
-# the process, so the key is never in a command line that `ps` shows.
-API_KEY_ENV = "SGLANG_OPS_API_KEY"
 # Variables the plan owns; sglang_server_env may not override them.
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
                "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class ServerConfigError(ValueError):
     """A setting the builder refuses, naming the variable and the fix."""
 
 
-def unit_name(group):
-    return "%s%s" % (UNIT_PREFIX, group)
+def unit_name(plan, group):
+    return plan["layout"]["units"]["servers"][group]
 
 
-def fence_unit_name(group):
-    return "%s%s" % (FENCE_PREFIX, group)
+def fence_unit_name(plan, group):
+    return plan["layout"]["units"]["fences"][group]
 
 
-def _venv_python(opts):
-    return "%s/bin/python" % opts["venv_dir"].rstrip("/")
+def venv_python(venv_dir):
+    """The venv's interpreter (also the remote interpreter of the modules run in it)."""
+    return "%s/bin/python" % venv_dir.rstrip("/")
 
 
 def listen_host(plan, host_setting=""):
@@ -78,7 +77,7 @@ def node_environment(plan, host, opts):
         "NCCL_SOCKET_IFNAME": node["cluster_interface"],
         "GLOO_SOCKET_IFNAME": node["cluster_interface"],
         "SGLANG_HOST_IP": node["cluster_ip"],
-        "HF_HOME": opts.get("hf_home") or "/var/lib/sglang/hf",
+        "HF_HOME": plan["layout"]["hf_home"],
         "PYTHONUNBUFFERED": "1",
     }
     if node.get("cuda_visible_devices"):
@@ -89,8 +88,8 @@ def node_environment(plan, host, opts):
         env["NCCL_DEBUG"] = opts["nccl_debug"]
     if opts.get("hf_offline"):
         env["HF_HUB_OFFLINE"] = "1"
-    if opts.get("hf_token_file"):
-        env["HF_TOKEN_PATH"] = opts["hf_token_file"]
+    if opts.get("hf_token"):
+        env["HF_TOKEN_PATH"] = plan["layout"]["files"]["hf_token"]
     extra = opts.get("env") or {}
     _check_env(extra)
     env.update({str(k): str(v) for k, v in extra.items()})
@@ -100,16 +99,16 @@ def node_environment(plan, host, opts):
 def group_units(plan, group_name, opts):
     """{host: {unit, fence_unit, rank, argv, env}} for one model group.
 
-    opts: venv_dir, launcher (path of the launcher script), host (listen address setting),
-    env, hf_home, nccl_debug, gpu_vendor, hf_offline, hf_token_file,
-    ray (for the Ray backend: gcs_address, auth_token_file or None).
+    opts (the role's settings): host (listen address setting), env, nccl_debug, gpu_vendor,
+    hf_offline, hf_token (whether a token file exists), ray_auth (the Ray backend's driver then
+    reads the cluster's token file). Paths and unit names come from the plan's layout.
     Native: one unit per node, ranks 0..n-1. Ray: one unit on the group's rank 0, which must be
     the Ray head; SGLang places the other schedulers over the Ray cluster's GPUs itself.
     """
     group = plan["groups"][group_name]
     if group["backend"] not in BACKENDS:
         raise ServerConfigError("sglang_backend %r: use one of %s" % (group["backend"], ", ".join(BACKENDS)))
-    base = [_venv_python(opts), opts["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
+    base = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
     common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
     extra = list(group.get("extra_args") or [])
     units = {}
@@ -130,10 +129,9 @@ def group_units(plan, group_name, opts):
         env = node_environment(plan, rank0, opts)
         # The driver joins the cluster of the ray role; it never starts a Ray of its own.
         env["RAY_ADDRESS"] = plan["ray"]["gcs_address"]
-        ray = opts.get("ray") or {}
-        if ray.get("auth_token_file"):
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=ray["auth_token_file"])
-        units[rank0] = dict(unit=unit_name(group_name), fence_unit=fence_unit_name(group_name), rank=0,
+        if opts.get("ray_auth"):
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=plan["layout"]["files"]["ray_token"])
+        units[rank0] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=0,
                             argv=argv, env=env)
         return units
     for host in group["hosts"]:
@@ -143,7 +141,7 @@ def group_units(plan, group_name, opts):
             argv += ["--nnodes", str(group["nnodes"]), "--node-rank", str(rank),
                      "--dist-init-addr", group["dist_init_addr"]]
         argv += common_tail + extra
-        units[host] = dict(unit=unit_name(group_name), fence_unit=fence_unit_name(group_name), rank=rank,
+        units[host] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=rank,
                            argv=argv, env=node_environment(plan, host, opts))
     return units
 
@@ -176,21 +174,19 @@ def start_decision(plan, group_name, setting):
     return True, "GPUs present"
 
 
-def fence_argv(plan, group_name, host, script, max_restarts=3, window=600, python="/usr/bin/python3"):
+def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3"):
     """The fence unit's command line on `host` (rank 0's also listens as the coordinator)."""
     group = plan["groups"][group_name]
     node = plan["nodes"][host]
-    coordinator = format_hostport(plan["nodes"][group["rank0"]]["cluster_ip"], group["fence_port"])
-    argv = [python, script, "--group", group_name, "--rank", str(node["node_rank"]),
-            "--nnodes", str(group["nnodes"]), "--unit", unit_name(group_name) + ".service",
+    coordinator = format_hostport(group["master_addr"], group["fence_port"])
+    argv = [python, plan["layout"]["files"]["fence"], "--group", group_name,
+            "--rank", str(node["node_rank"]), "--nnodes", str(group["nnodes"]),
+            "--unit", unit_name(plan, group_name) + ".service",
             "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window)]
     if node["node_rank"] == 0:
         # /run/<fence unit>: the unit's RuntimeDirectory.
-        argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(group_name)]
+        argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(plan, group_name)]
     return argv
-
-
-ROUTER_UNIT = "sglang-router"
 
 
 def router_unit(plan, opts):
@@ -203,11 +199,11 @@ def router_unit(plan, opts):
     if not router:
         return {}
     node = plan["nodes"][router["host"]]
-    argv = [_venv_python(opts), opts["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
+    argv = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
         "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
-    return {router["host"]: dict(unit=ROUTER_UNIT, argv=argv, env=env)}
+    return {router["host"]: dict(unit=plan["layout"]["units"]["router"], argv=argv, env=env)}
 
 
 def router_validation_argv(argv, launcher):

@@ -17,12 +17,22 @@ def spec_options(role, entry="main"):
 
 
 def test_plan_defaults_documented_exactly():
-    for entry in ("main", "plan", "installed"):
-        options = spec_options("preflight", entry)
-        assert set(DEFAULTS) <= set(options)
-        for key, value in DEFAULTS.items():
-            assert options[key].get("default") == value, key
-    assert set(spec_options("preflight", "plan")) == set(DEFAULTS)
+    """The plan role's spec is the one list of cluster-wide options, equal to the plan code."""
+    options = spec_options("plan")
+    assert list(options) == list(DEFAULTS)
+    for key, value in DEFAULTS.items():
+        assert options[key].get("default") == value, key
+        assert options[key].get("description"), key
+
+
+def test_plan_options_written_once():
+    """No other role's spec repeats a plan option."""
+    for role in ROLES:
+        if role == "plan":
+            continue
+        spec = yaml.safe_load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text())
+        for entry, body in spec["argument_specs"].items():
+            assert not set(body.get("options") or {}) & set(DEFAULTS), (role, entry)
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -8,7 +8,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import (
     validation_argv)
 
 LAUNCHER = "/usr/local/lib/sglang-ops/sglang-launch.py"
-OPTS = {"venv_dir": "/opt/sglang/venv", "launcher": LAUNCHER}
+OPTS = {}
 
 
 def plan_for(nodes=2, gpus=8, ip="10.0.0.%d", groups=None, **group_vars):
@@ -16,7 +16,7 @@ def plan_for(nodes=2, gpus=8, ip="10.0.0.%d", groups=None, **group_vars):
     hv, model_groups, n = {}, {}, 0
     for name, count in groups.items():
         model_groups[name] = []
-        for _ in range(count):
+        for _node in range(count):
             host = "gpu%d" % n
             hv[host] = dict(ansible_host=ip % (10 + n), cluster_interface="ib0", cluster_gpus_per_node=gpus,
                             sglang_model_path="/models/m", **group_vars)
@@ -80,7 +80,7 @@ def test_single_node_group_has_no_rendezvous():
 def test_extra_args_and_env_appended():
     plan = plan_for(sglang_extra_args=["--load-format", "dummy", "--mem-fraction-static=0.8"])
     units = group_units(plan, "llama", dict(OPTS, env={"NCCL_IB_HCA": "mlx5"}, nccl_debug="INFO",
-                                                  hf_offline=True, host="10.0.0.10"))
+                                            hf_offline=True, host="10.0.0.10"))
     argv, env = units["gpu0"]["argv"], units["gpu0"]["env"]
     assert argv[-3:] == ["--load-format", "dummy", "--mem-fraction-static=0.8"]
     assert flag(argv, "--host") == "10.0.0.10"
@@ -112,12 +112,14 @@ def test_amd_nodes_get_hip_visible_devices():
 
 def test_ray_backend_one_unit_on_the_head():
     plan = plan_for(2, 8, sglang_backend="ray")
-    units = group_units(plan, "llama", dict(OPTS, ray={"auth_token_file": "/etc/sglang/ray-auth-token"}))
+    units = group_units(plan, "llama", dict(OPTS, ray_auth=True))
     assert list(units) == ["gpu0"]
     argv, env = units["gpu0"]["argv"], units["gpu0"]["env"]
     assert "--use-ray" in argv and flag(argv, "--nnodes") == "2" and flag(argv, "--tp-size") == "16"
     assert "--node-rank" not in argv and "--dist-init-addr" not in argv
     assert env["RAY_ADDRESS"] == "10.0.0.10:6379" and env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN_PATH"] == plan["layout"]["files"]["ray_token"] == "/etc/sglang/ray-auth-token"
+    assert "RAY_AUTH_MODE" not in group_units(plan, "llama", OPTS)["gpu0"]["env"]
 
 
 def test_ray_backend_refuses_shared_cluster():
@@ -158,12 +160,13 @@ def test_start_decision():
 
 def test_fence_argv_rank0_coordinates():
     plan = plan_for()
-    r0 = fence_argv(plan, "llama", "gpu0", "/f.py")
-    r1 = fence_argv(plan, "llama", "gpu1", "/f.py")
+    r0 = fence_argv(plan, "llama", "gpu0")
+    r1 = fence_argv(plan, "llama", "gpu1")
+    assert r0[1] == r1[1] == "/usr/local/lib/sglang-ops/fence.py"
     assert flag(r0, "--coordinator") == flag(r1, "--coordinator") == "10.0.0.10:20100"
     assert flag(r0, "--listen") == "10.0.0.10:20100" and "--listen" not in r1
     assert flag(r1, "--unit") == "sglang-server-llama.service" and flag(r1, "--rank") == "1"
-    assert flag(fence_argv(plan_for(ip="fd00::%d"), "llama", "gpu1", "/f.py"), "--coordinator") == "[fd00::10]:20100"
+    assert flag(fence_argv(plan_for(ip="fd00::%d"), "llama", "gpu1"), "--coordinator") == "[fd00::10]:20100"
 
 
 def test_router_fronts_every_rank0_and_never_carries_the_key():
