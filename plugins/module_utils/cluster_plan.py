@@ -50,6 +50,11 @@ DEFAULTS = {
     "sglang_router": False,
     "sglang_router_port": 30080,
     "sglang_router_host": None,
+    # HTTP(S) proxy for what the nodes download (pip, the Hugging Face hub); the cluster's own
+    # addresses and loopback are never proxied.
+    "cluster_http_proxy": "",
+    "cluster_https_proxy": "",
+    "cluster_no_proxy": [],
     "ray_gcs_port": 6379,
     "ray_node_manager_port": 6380,
     "ray_object_manager_port": 6381,
@@ -92,7 +97,8 @@ RAY_PORT_KEYS = (
 LAYOUT_DIRS = ("cluster_venv_dir", "sglang_data_dir", "cluster_config_dir", "cluster_libexec_dir")
 CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
     "ray_min_worker_port", "ray_max_worker_port", "cluster_user", "sglang_router",
-    "sglang_router_port", "sglang_router_host", "ray_unit_name")
+    "sglang_router_port", "sglang_router_host", "ray_unit_name", "cluster_http_proxy",
+    "cluster_https_proxy", "cluster_no_proxy")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -105,6 +111,8 @@ USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Unit and model group names end up in unit file names and journal filters: no spaces, no
 # shell or systemd specials (`\Z`, not `$`, so a trailing newline does not pass).
 UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+PROXY_URL = re.compile(r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+/?\Z")
+NO_PROXY_ENTRY = re.compile(r"^[A-Za-z0-9._:/*\[\]-]{1,253}\Z")
 # Directories a layout path may not be (or sit directly in place of): the system's own.
 SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
@@ -329,6 +337,35 @@ def _host_ports(chk, host, group_ports, span):
     return ports
 
 
+def _proxy_env(chk, host, members):
+    """The environment that sends downloads through the operator's proxy ({} without one)."""
+    env = {}
+    for key, name in (("cluster_http_proxy", "http_proxy"), ("cluster_https_proxy", "https_proxy")):
+        url = chk.get(host, key)
+        if url in ("", None):
+            continue
+        if isinstance(url, str) and "@" in url:
+            # The plan is a fact (printed with -v): a password in it would leak, so it is
+            # neither kept nor echoed.
+            chk.fail(host, key, "the URL carries credentials",
+                     "let the proxy admit the cluster's addresses instead of a user:password in the URL")
+            continue
+        if not isinstance(url, str) or not PROXY_URL.match(url):
+            chk.fail(host, key, "%r is not a proxy URL" % (url,),
+                     "write http://HOST:PORT (or https://), without spaces or quotes")
+            continue
+        env[name] = env[name.upper()] = url
+    extra = chk.get(host, "cluster_no_proxy")
+    if not isinstance(extra, list) or not all(isinstance(e, str) and NO_PROXY_ENTRY.match(e) for e in extra):
+        chk.fail(host, "cluster_no_proxy", "%r is not a list of host names, addresses or domains" % (extra,),
+                 "list entries such as .internal.example, 10.0.0.0/8 or mirror.local")
+        extra = []
+    if env:
+        skip = ["localhost", "127.0.0.1", "::1"] + list(members) + list(extra)
+        env["no_proxy"] = env["NO_PROXY"] = ",".join(dict.fromkeys(skip))
+    return env
+
+
 def _router(chk, all_hosts, groups, nodes):
     """The optional sglang-router in front of every group's rank 0, or None."""
     first = all_hosts[0]
@@ -541,6 +578,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
         )
 
     router = _router(chk, all_hosts, groups, nodes)
+    proxy_env = _proxy_env(chk, all_hosts[0], [n["cluster_ip"] for n in nodes.values() if n["cluster_ip"]])
     head = ray_head or all_hosts[0]
     if head not in nodes:
         chk.fail(head, "ray_head", "the Ray head is not a node of %s" % ROOT_GROUP,
@@ -580,6 +618,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
         # Whether any node has real GPUs (else SGLang cannot serve anywhere: CPU test hosts).
         "gpus_real": any(n["gpus_real"] for n in nodes.values()),
         "router": router,
+        # The environment of every task that downloads (pip, the Hugging Face hub).
+        "proxy_env": proxy_env,
         "groups": groups,
         "nodes": nodes,
     }

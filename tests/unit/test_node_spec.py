@@ -118,3 +118,28 @@ def test_mesh_args_name_every_peer():
 def test_local_url_follows_the_family(ip, url):
     spec = node_spec(plan_of(ip=ip), "n0")
     assert spec["group"]["local_url"] == url and spec["rank0"]
+
+
+def test_proxy_env_reaches_downloads_but_not_the_cluster():
+    plan = plan_of(cluster_http_proxy="http://10.89.0.1:3128", cluster_https_proxy="http://10.89.0.1:3128",
+                   cluster_no_proxy=["mirror.local"])
+    env = plan["proxy_env"]
+    assert env["http_proxy"] == env["HTTPS_PROXY"] == "http://10.89.0.1:3128"
+    assert env["no_proxy"].split(",") == ["localhost", "127.0.0.1", "::1", "10.0.0.10", "10.0.0.11", "mirror.local"]
+    assert plan_of()["proxy_env"] == {}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("cluster_http_proxy", "proxy:3128"),
+    ("cluster_https_proxy", "http://proxy:3128\nX: y"),
+    ("cluster_https_proxy", "http://proxy :3128"),
+    ("cluster_https_proxy", "http://user:secret@proxy:3128"),
+    ("cluster_https_proxy", "http://user:sec ret@proxy:3128"),
+    ("cluster_no_proxy", "mirror.local"),
+    ("cluster_no_proxy", ["a b"]),
+])
+def test_proxy_refusals(key, value):
+    with pytest.raises(PlanError) as err:
+        plan_of(**{key: value})
+    assert err.value.problems[0].startswith("n0: %s: " % key)
+    assert "secret" not in err.value.problems[0] and "sec ret" not in err.value.problems[0]
