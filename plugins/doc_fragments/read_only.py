@@ -12,5 +12,5 @@ attributes:
     support: full
     description: Reads only; runs the same way in check mode.
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """

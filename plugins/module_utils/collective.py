@@ -107,8 +107,8 @@ def collective_problems(group, results, rdma_hosts=(), socket_fallback="fail", m
               and "timed out" not in (r.get("error") or "")]
     for host in dict.fromkeys(first):
         problems.append("%s: collective (%s, group %s): %s. Fix: check cluster_interface and that the "
-                        "node reaches rank 0's dist-init port" % (host, results[host].get("backend"), group,
-                                                                   results[host].get("error")))
+                        "node reaches rank 0's dist-init port"
+                        % (host, results[host].get("backend"), group, results[host].get("error")))
     if not problems:
         for host, r in sorted(results.items()):
             if not r.get("ok"):

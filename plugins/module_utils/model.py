@@ -32,8 +32,8 @@ def check_listing(files, index=None, weights_required=True):
             problems.append("the weights index names no shard")
         missing = [s for s in shards if s not in files]
         if missing:
-            problems.append("%d of %d shards missing: %s" % (len(missing), len(shards),
-                                                            ", ".join(missing[:5])))
+            problems.append("%d of %d shards missing: %s"
+                            % (len(missing), len(shards), ", ".join(missing[:5])))
         empty = [s for s in shards if files.get(s) == 0]
         if empty:
             problems.append("empty shards: %s" % ", ".join(empty[:5]))

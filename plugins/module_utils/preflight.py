@@ -42,8 +42,8 @@ def identity_problems(host, node, facts):
                         "choose the interface that is" % (host, ifname, iface["operstate"], ifname))
     if ip not in iface["addresses"]:
         problems.append("%s: cluster_ip: %s is not an address of %s (it has %s). Fix: set cluster_ip "
-                        "to one of them or fix cluster_interface" % (host, ip, ifname,
-                                                                      ", ".join(iface["addresses"]) or "none"))
+                        "to one of them or fix cluster_interface"
+                        % (host, ip, ifname, ", ".join(iface["addresses"]) or "none"))
     return problems
 
 

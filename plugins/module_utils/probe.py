@@ -14,7 +14,8 @@ import math
 import threading
 import time
 import urllib.error
-import urllib.request
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
 SCHEDULER_PREFIX = "sglang::"
 
@@ -66,15 +67,14 @@ def _headers(api_key, **extra):
 
 def request(url, body=None, api_key="", timeout=30.0):
     """(status, bytes) of a GET (body None) or JSON POST; status 0 when nothing answered."""
-    headers = _headers(api_key)
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open_url(url, data=data, headers=_headers(api_key), method="POST" if data else "GET",
+                      timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UrlsConnectionError) as exc:
         return 0, str(exc).encode()
 
 
@@ -103,11 +103,11 @@ def sse_events(lines):
 def stream_one(url, body, api_key="", timeout=120.0, clock=time.monotonic):
     """One streamed chat completion: {ok, ttft, latency, tokens, error}."""
     headers = _headers(api_key, Accept="text/event-stream")
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     t0 = clock()
     ttft, chunks, usage = None, 0, None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open_url(url, data=json.dumps(body).encode(), headers=headers, method="POST",
+                      timeout=timeout) as resp:
             for event in sse_events(resp):
                 for choice in event.get("choices") or []:
                     if (choice.get("delta") or {}).get("content"):
@@ -116,7 +116,7 @@ def stream_one(url, body, api_key="", timeout=120.0, clock=time.monotonic):
                             ttft = clock() - t0
                 if event.get("usage"):
                     usage = event["usage"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UrlsConnectionError) as exc:
         return {"ok": False, "error": str(exc)}
     tokens = (usage or {}).get("completion_tokens", chunks)
     return {"ok": ttft is not None, "ttft": ttft, "latency": clock() - t0, "tokens": tokens,
@@ -160,7 +160,7 @@ def benchmark(url, body, api_key="", requests=16, concurrency=4, timeout=120.0):
                 results.append(result)
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(concurrency, requests)))]
+    threads = [threading.Thread(target=worker, daemon=True) for _worker in range(max(1, min(concurrency, requests)))]
     for t in threads:
         t.start()
     for t in threads:

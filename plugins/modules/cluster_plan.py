@@ -19,10 +19,11 @@ options: {}
 attributes:
   check_mode:
     support: full
+    description: Contacts no host and changes nothing; the same in check mode.
 notes:
-  - Run it once (C(run_once: true)); the fact is then set on every host of the play.
+  - "Run it once (C(run_once: true)); the fact is then set on every host of the play."
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""

@@ -67,8 +67,9 @@ options:
 attributes:
   check_mode:
     support: none
+    description: Skipped in check mode (no venv may exist yet on a fresh node).
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""

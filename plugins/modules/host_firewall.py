@@ -45,10 +45,12 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports the commands it would run, without running them.
   diff_mode:
     support: full
+    description: Returns the firewall's ports and services before and after.
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""

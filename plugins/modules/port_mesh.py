@@ -46,10 +46,11 @@ options:
 attributes:
   check_mode:
     support: none
+    description: Skipped in check mode; nothing is started or probed.
 notes:
   - Needs C(systemd-run); the listener runs the node's C(/usr/bin/python3).
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""

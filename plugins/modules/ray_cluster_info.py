@@ -134,9 +134,8 @@ def main():
     if p["placement"]:
         result["placement"] = probe.get("placement")
     if summary["problems"] and p["fail_on_missing"]:
-        module.fail_json(msg="Ray cluster at %s after %d s: %s" % (p["address"], p["timeout"],
-                                                                 "; ".join(summary["problems"])),
-                         **result)
+        module.fail_json(msg="Ray cluster at %s after %d s: %s"
+                         % (p["address"], p["timeout"], "; ".join(summary["problems"])), **result)
     module.exit_json(**result)
 
 

@@ -56,8 +56,6 @@ gpu_mib:
   returned: always
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.probe import node_verdict, parse_compute_apps
 
@@ -76,7 +74,7 @@ def main():
                                               expect_gpu_memory=dict(type="bool", default=True)),
                            supports_check_mode=True)
     unit = module.params["unit"]
-    rc, out, _ = module.run_command(["systemctl", "show", "-p", "ActiveState", "-p", "ControlGroup", unit])
+    out = module.run_command(["systemctl", "show", "-p", "ActiveState", "-p", "ControlGroup", unit])[1]
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     state = props.get("ActiveState", "unknown")
     pids = []
@@ -91,7 +89,7 @@ def main():
     gpu_mib = None
     smi = module.get_bin_path("nvidia-smi")
     if smi:
-        rc, out, _ = module.run_command([smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+        rc, out = module.run_command([smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])[:2]
         gpu_mib = parse_compute_apps(out, set(pids)) if rc == 0 else None
     ok, reason = node_verdict(state, names, gpu_mib, module.params["expect_gpu_memory"])
     module.exit_json(changed=False, ok=ok, reason=reason, active_state=state, processes=names, gpu_mib=gpu_mib)

@@ -88,13 +88,13 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(url=dict(type="str", required=True), api_key=dict(type="str", default="", no_log=True),
                            prompt=dict(type="str", default="What is the capital of France? Answer in one word."),
-                           max_tokens=dict(type="int", default=32), bench_requests=dict(type="int", default=16),
+                           max_tokens=dict(type="int", default=32, no_log=False), bench_requests=dict(type="int", default=16),
                            bench_concurrency=dict(type="int", default=4), timeout=dict(type="float", default=120)),
         supports_check_mode=True)
     p = module.params
     base, key, timeout = p["url"].rstrip("/"), p["api_key"], p["timeout"]
     result = {"changed": False}
-    status, _ = request(base + "/health_generate", timeout=timeout)
+    status = request(base + "/health_generate", timeout=timeout)[0]
     result["health_generate"] = {"ok": status == 200, "status": status}
     status, body = request(base + "/v1/models", api_key=key, timeout=timeout)
     ids = []
@@ -105,7 +105,7 @@ def main():
             ids = []
     result["models"] = {"ok": status == 200 and bool(ids), "status": status, "ids": ids}
     if key:
-        status, _ = request(base + "/v1/models", timeout=timeout)
+        status = request(base + "/v1/models", timeout=timeout)[0]
         result["unauthorized"] = {"ok": status == 401, "status": status}
     model = ids[0] if ids else "default"
     t0 = time.monotonic()

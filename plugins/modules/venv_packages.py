@@ -41,8 +41,9 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports the packages that would be installed or changed, without touching the node.
 author:
-  - sglang_ops maintainers
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""
@@ -77,6 +78,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import READ_VERSIONS, plan_install
+
 
 def read_installed(module, venv_python):
     rc, out, err = module.run_command([venv_python, "-c", READ_VERSIONS])

@@ -55,7 +55,7 @@ def test_operator_stop_disarms_without_restart():
 def test_gives_up_after_max_restarts_in_window():
     coord = armed(max_restarts=2, window=100)
     now = 0
-    for _ in range(2):
+    for _round in range(2):
         now += 1
         assert step(coord, now, r0="active", r1="failed")[0] == "stop"
         now += 1

@@ -69,6 +69,6 @@ def test_ufw_host_sources_as_ufw_prints_them():
         h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=8, sglang_model_path="m",
                 cluster_cidrs=["10.0.0.10/32", "10.0.0.11/32"]) for h, ip in (("a", "10.0.0.10"), ("b", "10.0.0.11"))})
     want = ufw_rules(openings(plan, "a"))
-    assert ("10.0.0.10", "6379") in want and not any(src.endswith("/32") for src, _ in want)
+    assert ("10.0.0.10", "6379") in want and not any(src.endswith("/32") for src, _port in want)
     shown = "\n".join("ufw allow from %s to any port %s proto tcp comment 'sglang_ops'" % r for r in want)
     assert ufw_changes(want, parse_ufw_added(shown)) == ([], [])

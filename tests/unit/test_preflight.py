@@ -102,7 +102,7 @@ def test_collective_names_the_rank_that_failed_first():
     results = {"a": {"rank": 0, "ok": False, "stage": "peer", "error": "stopped: rank 1 failed first"},
                "b": {"rank": 1, "ok": False, "stage": "init", "backend": "gloo",
                      "error": "RuntimeError: Unable to find address for: eth9"}}
-    problems, _ = collective.collective_problems("g", results)
+    problems = collective.collective_problems("g", results)[0]
     assert len(problems) == 1 and problems[0].startswith("b: collective (gloo, group g): RuntimeError")
 
 
@@ -112,7 +112,7 @@ def test_collective_socket_fallback_and_floor():
     assert problems and "fell back to NET/Socket" in problems[0] and not warnings
     problems, warnings = collective.collective_problems("g", results, rdma_hosts={"b"}, socket_fallback="warn")
     assert not problems and warnings
-    problems, _ = collective.collective_problems("g", {"a": OK0}, min_busbw_gbps=40)
+    problems = collective.collective_problems("g", {"a": OK0}, min_busbw_gbps=40)[0]
     assert problems == ["g: collective: bus bandwidth 18.600 GB/s is below preflight_min_busbw_gbps 40"]
     assert collective.collective_problems("g", {"a": copy.deepcopy(OK0)}, min_busbw_gbps=10) == ([], [])
 

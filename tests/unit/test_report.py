@@ -77,10 +77,10 @@ def test_running_group_failures_are_named():
 
 def test_failures_are_named():
     dead = dict(RAY, nodes=[RAY["nodes"][0], dict(RAY["nodes"][1], alive=False)], placement=None)
-    rows = verify_rows(results(b={"ray_unit": {"status": {"LoadState": "loaded", "ActiveState": "failed",
-                                                           "UnitFileState": "enabled"}},
+    failed_unit = {"status": {"LoadState": "loaded", "ActiveState": "failed", "UnitFileState": "enabled"}}
+    rows = verify_rows(results(b={"ray_unit": failed_unit,
                                   "mesh": {"results": [{"to": "a", "port": 20000, "ok": False}]}},
-                               a={"ray": dead}, ), PLAN, gpu_real=True)
+                               a={"ray": dead}), PLAN, gpu_real=True)
     assert status(rows, "ray unit", "b")["reason"].startswith("sglang-ray is failed / enabled")
     assert status(rows, "port mesh", "b")["reason"] == "cannot reach a:20000"
     assert status(rows, "GPU placement", "a")["status"] == "not run"
