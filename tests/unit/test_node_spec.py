@@ -11,7 +11,7 @@ def plan_of(groups=None, fake=False, ip="10.0.0.%d", **extra):
     hv, model_groups, n = {}, {}, 0
     for g, count in groups.items():
         model_groups[g] = []
-        for _ in range(count):
+        for _node in range(count):
             host = "n%d" % n
             hv[host] = dict(ansible_host=ip % (10 + n), cluster_interface="eth0", cluster_gpus_per_node=4,
                             cluster_gpus_fake=fake, sglang_model_path="/m", **extra)
