@@ -2,31 +2,33 @@
 
 import re
 
-UNIT = "sglang-ray"
+import pytest
+
 VENV = "/opt/sglang/venv"
 
 
-def unit_text(host):
-    return host.file("/etc/systemd/system/%s.service" % UNIT).content_string
+@pytest.fixture
+def unit_text(host, plan_layout):
+    return host.file("%s/%s.service" % (plan_layout["unit_dir"], plan_layout["units"]["ray"])).content_string
 
 
-def test_unit_running_enabled_as_service_user(host):
-    svc = host.service(UNIT)
+def test_unit_running_enabled_as_service_user(host, plan_layout):
+    svc = host.service(plan_layout["units"]["ray"])
     assert svc.is_running and svc.is_enabled
     raylets = host.process.filter(comm="raylet")
     assert raylets and all(p.user == "sglang" for p in raylets)
 
 
-def test_ray_binds_the_node_cluster_ip(host):
+def test_ray_binds_the_node_cluster_ip(host, unit_text):
     ipv4 = [a for a in host.interface("eth0").addresses if "." in a]
-    text = unit_text(host)
+    text = unit_text
     assert "--node-ip-address=%s" % ipv4[0] in text
     # The node manager listens on its fixed port on that address, not on a random one.
     assert host.socket("tcp://%s:6380" % ipv4[0]).is_listening
 
 
-def test_head_serves_gcs_and_dashboard_stays_off(host):
-    text = unit_text(host)
+def test_head_serves_gcs_and_dashboard_stays_off(host, unit_text):
+    text = unit_text
     if "--head" in text:
         assert host.socket("tcp://0.0.0.0:6379").is_listening or host.socket("tcp://6379").is_listening
         assert "--include-dashboard=false" in text
@@ -43,6 +45,6 @@ def test_venv_holds_the_pinned_ray(host):
     assert host.file(VENV).user == "root"
 
 
-def test_fake_gpus_visible_to_ray(host):
-    assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in unit_text(host)
-    assert "--num-gpus=4" in unit_text(host)
+def test_fake_gpus_visible_to_ray(unit_text):
+    assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in unit_text
+    assert "--num-gpus=4" in unit_text
