@@ -8,7 +8,7 @@ should stay nearly flat. This measures it side by side in one run: the sizes are
 
     tools/bench_mesh.py [--rounds 3] [--keep]
 
-Each run is `ansible-playbook playbooks/preflight.yml --tags preflight_plan,preflight_nodes,
+Each run is `ansible-playbook playbooks/preflight.yml --tags preflight_nodes,
 preflight_mesh` (the checks deploy.yml makes before installing anything); every run must pass.
 The figures: the whole command's wall time, and the slowest node's time inside the mesh module.
 """
@@ -29,7 +29,7 @@ import lab  # noqa: E402  (the project's lab tool, beside this file)
 SIZES = (2, 4, 8)
 PREFIX = "bench"
 FIRST = 71
-TAGS = "preflight_plan,preflight_nodes,preflight_mesh"
+TAGS = "preflight_nodes,preflight_mesh"
 
 
 def run_once(n: int) -> tuple[float, float]:

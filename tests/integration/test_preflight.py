@@ -34,7 +34,7 @@ def inventory_with(tmp_path):
 
 
 def test_gloo_all_reduce_figures(deployed):
-    run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_plan,preflight_collective")
+    run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_collective")
     assert run.rc == 0
     table = re.search(rf"lab_model: 2 nodes, gloo, rank 0 {H1}.*?16 MiB[^\n]*", run.out, re.S)
     assert table, run.out[-3000:]
@@ -75,7 +75,7 @@ def test_collective_stops_peers_of_a_failing_rank(deployed, inventory_with):
     says so, and it1 stops at once instead of waiting out the 60 s timeout."""
     inv = inventory_with(**{H2: {"cluster_interface": "eth9"}})
     t0 = time.monotonic()
-    run = playbook("playbooks/preflight.yml", inv / "hosts.yml", "--tags", "preflight_plan,preflight_collective")
+    run = playbook("playbooks/preflight.yml", inv / "hosts.yml", "--tags", "preflight_collective")
     assert run.rc != 0
     assert re.search(rf"{H2}: collective \(gloo, group lab_model\): \w+", run.out), run.out[-3000:]
     assert "eth9" in run.out
@@ -85,7 +85,7 @@ def test_collective_stops_peers_of_a_failing_rank(deployed, inventory_with):
 def test_other_ray_version_on_one_host_is_named_then_converged(deployed):
     metadata = "/opt/sglang/venv/lib/python3.11/site-packages/ray-2.60.0.dist-info/METADATA"
     on_host(H2, "sed -i 's/^Version: 2.60.0$/Version: 2.59.0/' %s" % metadata)
-    run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_plan,preflight_parity")
+    run = playbook("playbooks/preflight.yml", INVENTORY, "--tags", "preflight_parity")
     assert run.rc != 0
     assert f"{H2}: ray 2.59.0, but sglang_versions pins 2.60.0" in run.out
     # deploy puts the pin back on that node only
