@@ -502,7 +502,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
     ray_unit = chk.get(all_hosts[0], "ray_unit_name")
     if not isinstance(ray_unit, str) or not UNIT_NAME.match(ray_unit):
         chk.fail(all_hosts[0], "ray_unit_name", "%r is not a systemd unit name" % (ray_unit,),
-                 "use letters, digits, '.', '_' and '-' only, without .service (e.g. sglang-ray)")
+                 "use letters, digits, '.', '_' and '-' only, without .service (e.g. %s)"
+                 % DEFAULTS["ray_unit_name"])
 
     nodes, seen_ips = {}, {}
     for host in all_hosts:

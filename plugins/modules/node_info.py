@@ -22,9 +22,10 @@ options:
     type: path
     required: true
   disk_path:
-    description: Where the model cache lives; the nearest existing parent is measured.
+    description: Where the model cache lives (the plan's data directory); the nearest existing parent
+      is measured.
     type: path
-    default: /var/lib/sglang
+    required: true
   controller_time:
     description: The controller's clock when the task started; the node reports its offset from it.
     type: float
@@ -102,7 +103,7 @@ def main():
         argument_spec=dict(
             interface=dict(type="str", required=True),
             venv_dir=dict(type="path", required=True),
-            disk_path=dict(type="path", default="/var/lib/sglang"),
+            disk_path=dict(type="path", required=True),
             controller_time=dict(type="float"),
             packages=dict(type="list", elements="str", default=["torch", "ray", "sglang", "sgl-kernel"]),
         ),

@@ -8,6 +8,9 @@ import subprocess
 import yaml
 
 from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
+RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
 
 
 def test_first_deploy_brings_up_two_ray_nodes(deployed):
@@ -38,14 +41,14 @@ def test_verify_reports_nodes_and_gpus(deployed):
 
 
 def test_verify_fails_when_a_worker_is_down(deployed):
-    on_host(H2, "systemctl stop sglang-ray")
+    on_host(H2, "systemctl stop " + RAY_UNIT)
     try:
         run = playbook("playbooks/verify.yml", INVENTORY, "-e", "verify_ray_timeout=5")
         assert run.rc != 0
-        assert f"FAIL ray unit on {H2}: sglang-ray is" in run.out  # the report names the host
+        assert f"FAIL ray unit on {H2}: {RAY_UNIT} is" in run.out  # the report names the host
         assert f"FAIL ray node alive on {H2}" in run.out
     finally:
-        on_host(H2, "systemctl start sglang-ray")
+        on_host(H2, "systemctl start " + RAY_UNIT)
     assert playbook("playbooks/verify.yml").rc == 0  # and it rejoins
 
 
@@ -82,8 +85,8 @@ def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
                 for h in (H1, H2)}
 
     def units():
-        return {h: on_host(h, "systemctl show sglang-ray -p ActiveEnterTimestamp --value; "
-                              "stat -c %Y /etc/systemd/system/sglang-ray.service") for h in (H1, H2)}
+        return {h: on_host(h, "systemctl show %s -p ActiveEnterTimestamp --value; "
+                              "stat -c %%Y /etc/systemd/system/%s.service" % (RAY_UNIT, RAY_UNIT)) for h in (H1, H2)}
 
     before_logins, before_units = logins(), units()
     run = playbook("playbooks/deploy.yml", inv / "hosts.yml")

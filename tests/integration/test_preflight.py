@@ -8,6 +8,9 @@ import pytest
 import yaml
 
 from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
+RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
 
 NFT_DROP = ("nft add table inet sglang_test && "
             "nft 'add chain inet sglang_test input { type filter hook input priority -10; policy accept; }' && "
@@ -15,7 +18,7 @@ NFT_DROP = ("nft add table inet sglang_test && "
 
 
 def ray_state(host):
-    return on_host(host, "systemctl is-active sglang-ray || true").strip()
+    return on_host(host, "systemctl is-active %s || true" % RAY_UNIT).strip()
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def test_gloo_all_reduce_figures(deployed):
 
 def test_closed_port_on_one_host_is_named_and_nothing_starts(deployed):
     for host in (H2, H1):
-        on_host(host, "systemctl stop sglang-ray")
+        on_host(host, "systemctl stop " + RAY_UNIT)
     on_host(H2, NFT_DROP % 20000)
     try:
         run = playbook("playbooks/deploy.yml", INVENTORY, "-e", "preflight_mesh_settle=3")

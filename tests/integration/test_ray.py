@@ -11,6 +11,9 @@ import yaml
 from conftest import H1, H2, INVENTORY, IP1, IP2, ROOT, on_host, playbook
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import PROBE
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
+RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
 
 HEAD_IP, WORKER_IP = IP1, IP2
 TOKEN = "/etc/sglang/ray-auth-token"
@@ -77,7 +80,7 @@ def test_killed_raylet_is_restarted_and_rejoins(deployed):
     on_host(H2, "pkill -9 -x raylet")
     seconds = wait_whole(60, {WORKER_IP}, before, t0)
     print(f"\nraylet killed on {H2}: a new {H2} node joined after %.1f s" % seconds)
-    assert int(on_host(H2, "systemctl show sglang-ray -p NRestarts --value")) >= 1
+    assert int(on_host(H2, "systemctl show %s -p NRestarts --value" % RAY_UNIT)) >= 1
 
 
 def test_rebooted_worker_host_rejoins(deployed):
@@ -91,7 +94,7 @@ def test_rebooted_worker_host_rejoins(deployed):
 def test_head_restart_brings_the_cluster_back(deployed):
     before = alive_ids()
     t0 = time.monotonic()
-    on_host(H1, "systemctl restart sglang-ray")
+    on_host(H1, "systemctl restart " + RAY_UNIT)
     seconds = wait_whole(150, {HEAD_IP, WORKER_IP}, before, t0)
     print("\nhead unit restarted: both nodes back as new nodes after %.1f s (workers' raylet reconnect "
           "timeout 30 s)" % seconds)
@@ -99,7 +102,7 @@ def test_head_restart_brings_the_cluster_back(deployed):
 
 def test_changing_one_host_restarts_only_that_unit(deployed, tmp_path):
     def started(host):
-        return on_host(host, "systemctl show sglang-ray -p ActiveEnterTimestampMonotonic --value").strip()
+        return on_host(host, "systemctl show %s -p ActiveEnterTimestampMonotonic --value" % RAY_UNIT).strip()
 
     inv = tmp_path / "inventory"
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
@@ -111,5 +114,5 @@ def test_changing_one_host_restarts_only_that_unit(deployed, tmp_path):
     assert run.rc == 0
     assert run.recap[H1]["changed"] == 0 and run.recap[H2]["changed"] >= 1
     assert started(H1) == before[H1] and started(H2) != before[H2]
-    assert "--num-cpus=1" in on_host(H2, "cat /etc/systemd/system/sglang-ray.service")
+    assert "--num-cpus=1" in on_host(H2, "cat /etc/systemd/system/%s.service" % RAY_UNIT)
     assert playbook("playbooks/deploy.yml").rc == 0  # back to the lab's own settings

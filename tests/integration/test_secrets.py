@@ -6,11 +6,14 @@ import secrets
 import yaml
 
 from conftest import H1, H2, INVENTORY, on_host, playbook
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
+RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
 
 
 def test_vvv_never_prints_a_secret(deployed, tmp_path):
     token = on_host(H1, "cat /etc/sglang/ray-auth-token").strip()  # the cluster's own: nothing restarts
-    ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray")
+    ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT)
     api_key = "sk-sglang-" + secrets.token_hex(12)
     hf_token = "hf_" + secrets.token_hex(16)
     extra = tmp_path / "secrets.yml"  # as a vault file would hand them over
@@ -22,7 +25,7 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
         for secret in (token, api_key, hf_token):
             assert secret not in run.out
         # The given Ray token is the one in place: Ray did not restart.
-        assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value sglang-ray") == ray_since
+        assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT) == ray_since
         for host in (H1, H2):
             # Each secret lands in its own 0600 file...
             assert on_host(host, "stat -c '%a %U' /etc/sglang/sglang-server-lab_model.env").split() == ["600", "root"]

@@ -41,8 +41,8 @@ def test_read_index():
 @pytest.mark.parametrize("source, path, src, repo, message", [
     ("none", "org/model", None, None, None),
     ("path", "/shared/models/m", None, None, None),
-    ("controller", "/var/lib/sglang/models/m", "/srv/models/m", None, None),
-    ("hf", "/var/lib/sglang/models/m", None, "org/m", None),
+    ("controller", "/srv/sg/models/m", "/srv/models/m", None, None),
+    ("hf", "/srv/sg/models/m", None, "org/m", None),
     ("s3", "/m", None, None, "use one of none, hf, controller, path"),
     ("hf", "org/m", None, "org/m", "an absolute path"),
     ("controller", "/m", None, None, "needs sglang_model_src_dir"),

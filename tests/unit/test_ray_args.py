@@ -16,14 +16,14 @@ def make_plan(ip="10.0.0.%d", fake=False, ids=None):
 
 
 def test_head_argv_fixes_every_port_and_hides_dashboard():
-    argv = ray_start_argv(make_plan(), "n0", object_store_memory=2**28, temp_dir="/var/lib/sglang/ray")
+    argv = ray_start_argv(make_plan(), "n0", object_store_memory=2**28, temp_dir="/srv/sg/ray")
     assert argv[:3] == ["/opt/sglang/venv/bin/ray", "start", "--head"]
     for flag in ("--port=6379", "--node-ip-address=10.0.0.10", "--node-manager-port=6380",
                  "--object-manager-port=6381", "--runtime-env-agent-port=6382",
                  "--dashboard-agent-grpc-port=6383", "--dashboard-agent-listen-port=6384",
                  "--metrics-export-port=6385", "--min-worker-port=11000", "--max-worker-port=11499",
                  "--num-gpus=4", "--object-store-memory=268435456", "--include-dashboard=false",
-                 "--temp-dir=/var/lib/sglang/ray", "--disable-usage-stats", "--ray-client-server-port=10001"):
+                 "--temp-dir=/srv/sg/ray", "--disable-usage-stats", "--ray-client-server-port=10001"):
         assert flag in argv
     assert argv[-1] == "--block"
 

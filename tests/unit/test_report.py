@@ -1,7 +1,9 @@
 """The verify report: rows from check results, and a table that never calls 'not run' a pass."""
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, build_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.report import render, totals, verify_rows
+
+RAY_UNIT = DEFAULTS["ray_unit_name"]
 
 PLAN = build_plan({"g": ["a", "b"]}, {
     h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=2, cluster_gpus_fake=True,
@@ -81,12 +83,12 @@ def test_failures_are_named():
     rows = verify_rows(results(b={"ray_unit": failed_unit,
                                   "mesh": {"results": [{"to": "a", "port": 20000, "ok": False}]}},
                                a={"ray": dead}), PLAN, gpu_real=True)
-    assert status(rows, "ray unit", "b")["reason"].startswith("sglang-ray is failed / enabled")
+    assert status(rows, "ray unit", "b")["reason"].startswith("%s is failed / enabled" % RAY_UNIT)
     assert status(rows, "port mesh", "b")["reason"] == "cannot reach a:20000"
     assert status(rows, "GPU placement", "a")["status"] == "not run"
     assert "the sglang_server role has not run" in status(rows, "health_generate", "a")["reason"]
     lines = render(rows)
-    assert "FAIL ray unit on b: sglang-ray is failed / enabled (journalctl -u sglang-ray)" in lines
+    assert "FAIL ray unit on b: %s is failed / enabled (journalctl -u %s)" % (RAY_UNIT, RAY_UNIT) in lines
     assert lines[0].split() == ["check", "a", "b"]
 
 
