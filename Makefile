@@ -9,12 +9,16 @@ export ANSIBLE_FORCE_COLOR := 0
 LAB_INV := .lab/lab
 N ?= 2
 
-.PHONY: help venv deps lab lab-down unit lint syntax collection molecule integration bench test clean
+.PHONY: help venv deps lab lab-down unit lint syntax collection sanity galaxy matrix molecule integration bench test clean
 
 help:
 	@echo "make lab        bring up $(N) lab hosts, deploy.yml, verify.yml (N=4 make lab for four)"
 	@echo "make lab-down   remove the lab hosts"
-	@echo "make test       unit tests, lint, syntax checks, collection build, integration, molecule, bench"
+	@echo "make test       unit tests, lint, syntax checks, collection build, sanity, galaxy, matrix,"
+	@echo "                integration, molecule, bench"
+	@echo "make sanity     ansible-test sanity on the built collection, installed in a temporary tree"
+	@echo "make galaxy     Galaxy's importer (galaxy-importer) on the built collection, in .venv-galaxy"
+	@echo "make matrix     syntax checks, unit tests and the plan under every claimed ansible-core"
 	@echo "make bench      port mesh wall time on 2, 4 and 8 lab hosts"
 
 $(BIN)/.installed: requirements/control.txt requirements/test.txt
@@ -41,7 +45,7 @@ unit: venv
 lint: venv
 	ansible-lint
 	antsibull-changelog lint
-	for m in plugins/modules/*.py; do ansible-doc -j sglang_ops.cluster.$$(basename $$m .py) >/dev/null || exit 1; done
+	bash tools/render_docs.sh
 
 syntax: venv
 	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/two_node $$p || exit 1; done
@@ -49,6 +53,19 @@ syntax: venv
 collection: venv
 	rm -f sglang_ops-cluster-*.tar.gz
 	ansible-galaxy collection build --force .
+
+# ansible-test sanity on the tarball as Galaxy gets it (tools/sanity.sh).
+sanity: venv
+	PYTHON=$(CURDIR)/$(BIN)/python bash tools/sanity.sh
+
+# Galaxy's importer on the tarball, in its own venv (tools/galaxy.sh, requirements/galaxy.txt).
+galaxy:
+	PYTHON=$(PYTHON) bash tools/galaxy.sh
+
+# One venv per claimed ansible-core (requirements/matrix.txt, meta/runtime.yml): target-Python
+# parse, syntax checks, unit tests, the plan on the sample inventory (tools/matrix.sh).
+matrix:
+	PYTHON=$(PYTHON) bash tools/matrix.sh
 
 integration: venv deps
 	$(BIN)/python -m pytest tests/integration --durations=15
@@ -60,7 +77,7 @@ molecule: venv deps
 bench: venv deps
 	$(BIN)/python tools/bench_mesh.py --rounds 3
 
-test: unit lint syntax collection integration molecule bench
+test: unit lint syntax collection sanity galaxy matrix integration molecule bench
 
 clean: lab-down
-	rm -rf $(VENV) sglang_ops-cluster-*.tar.gz
+	rm -rf $(VENV) .venv-galaxy .venv-matrix sglang_ops-cluster-*.tar.gz
