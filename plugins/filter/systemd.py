@@ -6,9 +6,16 @@ expands variables, and quoting rules differ, so `quote` from the shell would be 
 
 from __future__ import annotations
 
-def systemd_quote(word):
-    """One argv word as systemd reads it back unchanged."""
-    word = str(word).replace("%", "%%").replace("$", "$$")
+
+def systemd_quote(word, expands_variables=True):
+    """One word as systemd reads it back unchanged.
+
+    ExecStart= expands `$NAME`, so `$` is doubled there; Environment= does not ("the `$`
+    character has no special meaning", systemd.exec), so doubling it would change the value.
+    """
+    word = str(word).replace("%", "%%")
+    if expands_variables:
+        word = word.replace("$", "$$")
     if word and not any(c in word for c in " \t\n\"'\\;"):
         return word
     return '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -21,7 +28,7 @@ def systemd_cmdline(argv):
 
 def systemd_environment(env):
     """A mapping as `"KEY=value"` words for one Environment= line, sorted for stable output."""
-    return " ".join(systemd_quote("%s=%s" % (k, v)) for k, v in sorted(env.items()))
+    return " ".join(systemd_quote("%s=%s" % (k, v), expands_variables=False) for k, v in sorted(env.items()))
 
 
 class FilterModule:

@@ -190,7 +190,7 @@ def _check_identity(chk, host, cidrs):
     elif not isinstance(ifname, str) or not IFNAME.match(ifname):
         chk.fail(host, "cluster_interface", "%r is not a Linux interface name" % (ifname,),
                  "use the exact name `ip -br link` shows (at most 15 characters)")
-    ip, _ = _cluster_ip(chk, host)
+    ip = _cluster_ip(chk, host)[0]
     if ip is not None and cidrs and not any(ip in net for net in cidrs):
         chk.fail(host, "cluster_ip", "%s is outside cluster_cidrs %s" % (ip, [str(n) for n in cidrs]),
                  "add this host's network to cluster_cidrs or fix its cluster_ip")

@@ -27,3 +27,5 @@ def test_quote(word, quoted):
 def test_cmdline_and_environment():
     assert systemd_cmdline(["/v/bin/ray", "start", "--x=a b"]) == '/v/bin/ray start "--x=a b"'
     assert systemd_environment({"B": "2", "A": "x y"}) == '"A=x y" B=2'
+    # Environment= expands specifiers but not variables: `$` stays single there.
+    assert systemd_environment({"P": "a$b%c"}) == "P=a$b%%c"
