@@ -1,8 +1,11 @@
-"""Action plugin: compute the cluster plan on the controller, before any host is contacted.
+"""Action plugin: judge the inventory and compute the cluster plan, before any host is contacted.
 
-Reads the inventory (groups and each host's variables), hands plain data to
-module_utils.cluster_plan.build_plan and publishes the result as the fact
-`sglang_cluster_plan`. It never opens a connection, so a refused inventory changes nothing.
+Reads the inventory (groups and each host's variables in the collection's namespaces), judges
+every role's inputs against the roles' argument specs (plugin_utils.inputs, with the role
+defaults taken from those specs: role defaults are not in hostvars), hands the plan's own
+options to module_utils.cluster_plan.build_plan and publishes the result as the fact
+`sglang_cluster_plan`. Every problem of both is reported at once, one line each, sorted by host.
+It never opens a connection, so a refused inventory changes nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
     ROOT_GROUP,
     PlanError,
     build_plan,
+    report,
 )
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
 
-# Read per host besides the plan's own variables.
+# Read per host besides the collection's own variables.
 EXTRA_KEYS = ("ansible_host",)
 
 
@@ -36,27 +41,57 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get("hostvars", {})
         root_hosts = list(groups.get(ROOT_GROUP, []))
         model_groups = self._model_groups(groups, root_hosts)
+        specs, names = role_specs.load(), role_specs.roles()
+        prefixes = inputs.namespaces(names)
+        raw, unreadable = {}, {}
+        for host in root_hosts:
+            raw[host] = self._read(host, hostvars[host], prefixes, unreadable)
+        check_mode = bool(self._task.check_mode or getattr(self._play_context, "check_mode", False))
+        judged = inputs.judge(root_hosts, raw, specs, names, check_mode, unreadable)
         plain = {}
         for host in root_hosts:
-            hv = hostvars[host]
-            plain[host] = {k: hv[k] for k in tuple(DEFAULTS) + EXTRA_KEYS if k in hv}
+            plain[host] = {k: judged.values[host].get(k) for k in DEFAULTS}
+            plain[host].update({k: raw[host][k] for k in EXTRA_KEYS if k in raw[host]})
             # Only whether a key exists travels into the plan, never the key itself.
-            plain[host]["_api_key_set"] = bool(hv.get("sglang_server_api_key"))
+            plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
+        items = list(judged.problems)
         heads = list(groups.get(HEAD_GROUP, []))
         if len(heads) > 1:
-            raise AnsibleActionFail("%s: ray_head group has %d hosts (%s). Fix: keep one host in "
-                                    "ray_head" % (HEAD_GROUP, len(heads), ", ".join(heads)))
+            items.append((HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"
+                          % (len(heads), ", ".join(heads)), "keep one host in ray_head"))
+        plan = None
         try:
-            plan = build_plan(model_groups, plain, root_hosts, heads[0] if heads else None)
+            plan = build_plan(model_groups, plain, root_hosts, heads[0] if heads else None,
+                              refused=judged.refused)
         except PlanError as exc:
+            items.extend(exc.items)
+        if items:
+            lines = report(items, root_hosts, model_groups)
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"
-                                    % (len(exc.problems), "" if len(exc.problems) == 1 else "s",
-                                       "\n- ".join(exc.problems)))
+                                    % (len(lines), "" if len(lines) == 1 else "s", "\n- ".join(lines)))
         result.update(changed=False, ansible_facts={"sglang_cluster_plan": plan},
                       msg="%d nodes in %d model groups; Ray head %s"
                       % (len(plan["hosts"]), len(plan["groups"]), plan["ray"]["head"]))
         return result
+
+    @staticmethod
+    def _read(host, hv, prefixes, unreadable):
+        """The host's variables in the collection's namespaces (and EXTRA_KEYS), templated.
+
+        A value that cannot be templated is left out and noted, without its text (it may be a
+        secret's template).
+        """
+        values = {}
+        for name in list(hv.keys()):
+            if not (name.startswith(prefixes) or name in EXTRA_KEYS):
+                continue
+            try:
+                values[name] = hv[name]
+            except Exception as exc:  # pylint: disable=broad-except
+                # Only the error's class travels: its text may quote the template, or a secret.
+                unreadable[(host, name)] = type(exc).__name__
+        return values
 
     def _model_groups(self, groups, root_hosts):
         """The children of sglang_nodes, in inventory order, with their hosts in order.

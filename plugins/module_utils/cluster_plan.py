@@ -67,7 +67,35 @@ DEFAULTS = {
     "ray_client_server_port": 10001,
     "ray_min_worker_port": 11000,
     "ray_max_worker_port": 11499,
+    # Site variables that share the collection's prefixes (cluster_*, sglang_*, ray_*, ...);
+    # any other unknown name there is refused as a likely misspelling. fnmatch patterns.
+    "cluster_extra_vars_allowed": [],
+    # The loud opt-out: client networks wider than the cluster may reach an API without a key.
+    "cluster_allow_unauthenticated_api": False,
 }
+
+# The type of every plan option, as an argument spec would write it: (type, elements).
+# The plan role's spec documents them as `raw` (the plan judges them itself, so Ansible's own
+# role validation cannot stop the play first with its raw text); this is the type judged.
+OPTION_TYPES = {
+    "cluster_interface": ("str", None), "cluster_ip": ("str", None),
+    "cluster_cidrs": ("list", "str"), "cluster_gpus_per_node": ("int", None),
+    "cluster_gpu_ids": ("list", "int"), "cluster_gpus_fake": ("bool", None),
+    "cluster_user": ("str", None), "cluster_venv_dir": ("str", None),
+    "sglang_data_dir": ("str", None), "cluster_config_dir": ("str", None),
+    "cluster_libexec_dir": ("str", None), "ray_unit_name": ("str", None),
+    "sglang_model_path": ("str", None), "sglang_tp": ("int", None), "sglang_pp": ("int", None),
+    "sglang_dp": ("int", None), "sglang_enable_dp_attention": ("bool", None),
+    "sglang_backend": ("str", None), "sglang_node_rank": ("int", None),
+    "sglang_port": ("int", None), "sglang_dist_init_port": ("int", None),
+    "sglang_dist_port_span": ("int", None), "sglang_api_key_required": ("bool", None),
+    "sglang_extra_args": ("list", "str"), "sglang_router": ("bool", None),
+    "sglang_router_port": ("int", None), "sglang_router_host": ("str", None),
+    "cluster_http_proxy": ("str", None), "cluster_https_proxy": ("str", None),
+    "cluster_no_proxy": ("list", "str"), "cluster_extra_vars_allowed": ("list", "str"),
+    "cluster_allow_unauthenticated_api": ("bool", None),
+}
+OPTION_TYPES.update({k: ("int", None) for k in DEFAULTS if k.startswith("ray_") and k.endswith("_port")})
 
 BACKENDS = ("native", "ray")
 # Fixed names of the layout (unit names of the groups take the group's name after the prefix).
@@ -106,14 +134,24 @@ MANAGED_FLAGS = (
     "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray", "--enable-dp-attention",
     "--attn-dp-size",
 )
-IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# `\Z`, never `$`: `$` also matches before a trailing newline ("eth0\n" would pass).
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 # Unit and model group names end up in unit file names and journal filters: no spaces, no
 # shell or systemd specials (`\Z`, not `$`, so a trailing newline does not pass).
 UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 PROXY_URL = re.compile(r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+/?\Z")
 NO_PROXY_ENTRY = re.compile(r"^[A-Za-z0-9._:/*\[\]-]{1,253}\Z")
 # Directories a layout path may not be (or sit directly in place of): the system's own.
+# Every service runs as the unprivileged cluster user without capabilities: no port below this.
+MIN_PORT = 1024
+# SGLang takes the dist-init port and the ports just above it (its TCPStore neighbours: the
+# mesh probes dist-init .. +4); the fence listens at dist-init + span, so the span must clear them.
+DIST_NEIGHBOURS = 5
+# A Hugging Face id (org/name) or an absolute, normalized directory: no `..`, no shell or
+# systemd specials, no spaces (the path reaches argv, units and the model check).
+HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?\Z")
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+=@,-]*\Z")
 SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
                "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/sbin", "/var", "/var/lib",
@@ -121,11 +159,54 @@ SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
 
 
 class PlanError(Exception):
-    """All problems found in the inventory, each naming the host, the variable and the fix."""
+    """All problems found in the inventory, each naming the host, the variable and the fix.
 
-    def __init__(self, problems):
-        self.problems = list(problems)
+    items: (where, variable, problem, fix) tuples; problems: the lines `report` makes of them
+    (hosts and groups as in `report`).
+    """
+
+    def __init__(self, items, hosts=(), groups=None):
+        self.items = list(items)
+        self.problems = report(self.items, list(hosts), groups)
         super().__init__("\n".join(self.problems))
+
+
+def format_problem(item):
+    """`WHERE: VARIABLE: problem. Fix: fix` (one line, whatever the parts contain)."""
+    where, key, problem, fix = item
+    line = "%s: %s: %s. Fix: %s" % (where, key, problem, fix) if key else where
+    return " ".join(line.split())
+
+
+def report(items, hosts, groups=None):
+    """One line per problem, all of them, sorted by host (inventory order).
+
+    The same problem found on several hosts (a group_vars value) is one line naming them:
+    every host of the cluster is `sglang_nodes`, every host of one model group is that group.
+    items: (where, variable, problem, fix); hosts: every host in inventory order;
+    groups: {model group: [hosts]}.
+    """
+    groups = groups or {}
+    order = {h: i for i, h in enumerate(hosts)}
+    for i, (group, members) in enumerate(groups.items()):
+        order.setdefault(group, min((order.get(h, len(order)) for h in members), default=len(order) + i))
+    merged = {}
+    for where, key, problem, fix in items:
+        wheres = merged.setdefault((key, problem, fix), [])
+        if where not in wheres:
+            wheres.append(where)
+    lines = []
+    for (key, problem, fix), wheres in merged.items():
+        if len(wheres) > 1 and set(wheres) == set(hosts):
+            where = ROOT_GROUP
+        else:
+            where = next((g for g, members in groups.items()
+                          if len(members) > 1 and set(wheres) == set(members)), None)
+            if where is None:
+                where = ", ".join(sorted(wheres, key=lambda w: order.get(w, len(order))))
+        rank = -1 if where == ROOT_GROUP else min(order.get(w, len(order)) for w in wheres)
+        lines.append((rank, where, key, format_problem((where, key, problem, fix))))
+    return [line for _, _, _, line in sorted(lines, key=lambda t: t[:3])]
 
 
 def format_hostport(ip, port):
@@ -138,16 +219,28 @@ def _is_int(value):
 
 
 class _Checker:
-    def __init__(self, hostvars):
+    """Collects problems; a value already refused (by the input judge, or earlier here) is not
+    refused again under another wording, and checks that build on it stay quiet."""
+
+    def __init__(self, hostvars, refused=()):
         self.hostvars = hostvars
         self.problems = []
+        self.refused = set(refused)
+        self.members = {}
 
     def get(self, host, key):
         value = self.hostvars.get(host, {}).get(key)
         return DEFAULTS[key] if value is None else value
 
+    def is_refused(self, where, key):
+        hosts = self.members.get(where, [where])
+        return any((h, key) in self.refused for h in hosts)
+
     def fail(self, host, key, problem, fix):
-        self.problems.append("%s: %s: %s. Fix: %s" % (host, key, problem, fix))
+        if self.is_refused(host, key):
+            return
+        self.problems.append((host, key, problem, fix))
+        self.refused.add((host, key))
 
     def positive_int(self, host, key, minimum=1):
         value = self.get(host, key)
@@ -161,7 +254,12 @@ class _Checker:
         value = self.get(host, key)
         if not _is_int(value) or not 1 <= value <= 65535:
             self.fail(host, key, "%r is not a TCP port (1-65535)" % (value,),
-                      "set %s to a free port between 1024 and 65535" % key)
+                      "set %s to a free port between %d and 65535" % (key, MIN_PORT))
+            return None
+        if value < MIN_PORT:
+            self.fail(host, key, "port %d is below %d, but Ray and SGLang run as the unprivileged "
+                      "cluster_user without capabilities" % (value, MIN_PORT),
+                      "choose a free port between %d and 65535" % MIN_PORT)
             return None
         return value
 
@@ -230,6 +328,8 @@ def _check_gpus(chk, host):
 def _check_group_uniform(chk, group, hosts, keys):
     first = hosts[0]
     for key in keys:
+        if any(chk.is_refused(h, key) for h in hosts):
+            continue  # already refused on a host: "differs" would be the same problem again
         want = chk.get(first, key)
         for host in hosts[1:]:
             have = chk.get(host, key)
@@ -317,6 +417,11 @@ def _host_ports(chk, host, group_ports, span):
         else:
             ranges.append(("ray_min_worker_port", "Ray worker ports", lo, hi))
     dist = group_ports.get("sglang_dist_init_port")
+    if dist is not None and span and dist + span > 65535:
+        chk.fail(host, "sglang_dist_init_port", "dist-init port %d + sglang_dist_port_span %d puts the "
+                 "fence port at %d, past 65535" % (dist, span, dist + span),
+                 "choose sglang_dist_init_port at most %d" % (65535 - span))
+        span = None
     if dist is not None and span:
         ranges.append(("sglang_dist_init_port", "SGLang dist-init ports", dist, dist + span))
     owner = {}
@@ -329,7 +434,8 @@ def _host_ports(chk, host, group_ports, span):
             if key != range_key and start <= port <= end:
                 chk.fail(host, key, "port %d falls in the %s %d-%d" % (port, name, start, end),
                          "move %s out of %d-%d" % (key, start, end))
-    if len(ranges) == 2 and ranges[0][2] <= ranges[1][3] and ranges[1][2] <= ranges[0][3]:
+    if (len(ranges) == 2 and ranges[0][2] <= ranges[1][3] and ranges[1][2] <= ranges[0][3]
+            and not lo <= dist <= hi):  # else the dist-init port's own line says it
         chk.fail(host, "ray_min_worker_port", "Ray worker ports %d-%d overlap the SGLang dist-init "
                  "ports %d-%d" % (lo, hi, dist, dist + span), "move the Ray worker port range")
     ports = dict(singles)
@@ -445,19 +551,42 @@ def layout(settings, groups):
     }
 
 
-def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
+def _check_model_path(chk, group, model):
+    """A Hugging Face id or an absolute, normalized directory; nothing a shell or unit reinterprets."""
+    if not isinstance(model, str) or not model.strip():
+        chk.fail(group, "sglang_model_path", "empty",
+                 "set sglang_model_path to a Hugging Face id or a local model directory")
+    elif model.startswith("/"):
+        if ".." in model.split("/") or model != posixpath.normpath(model) or not SAFE_PATH.match(model):
+            chk.fail(group, "sglang_model_path", "%r is not a normalized absolute path of letters, "
+                     "digits and ._+=@,-/ only" % (model,),
+                     "write the model directory without '..', '.', '//', spaces or shell characters, "
+                     "e.g. /var/lib/sglang/models/Llama-3.1-8B-Instruct")
+        elif model in SYSTEM_DIRS:
+            chk.fail(group, "sglang_model_path", "%r is a system directory" % (model,),
+                     "use a directory of its own, e.g. /var/lib/sglang/models/NAME")
+    elif not HF_ID.match(model) or ".." in model:
+        chk.fail(group, "sglang_model_path", "%r is neither a Hugging Face id (org/name) nor an "
+                 "absolute path" % (model,),
+                 "write org/name with letters, digits and ._- only, or an absolute directory on the nodes")
+
+
+def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=()):
     """Validate the inventory and return the cluster plan, or raise PlanError with every problem.
 
     model_groups: ordered {group name: [host, ...]} (children of `sglang_nodes`).
     hostvars:     {host: {variable: value}} with the inventory's variables.
     root_hosts:   every host of `sglang_nodes`, to find hosts that belong to no model group.
     ray_head:     the host of the `ray_head` group, if the operator set one.
+    refused:      (host, variable) pairs already refused by the input judge (plugin_utils.inputs):
+                  their values arrive as None and no other problem is reported about them.
     """
-    chk = _Checker(hostvars)
+    chk = _Checker(hostvars, refused)
+    chk.members = {g: list(h) for g, h in model_groups.items()}
     if not model_groups or not any(model_groups.values()):
-        raise PlanError(["%s: (inventory): no model group with hosts under %s. Fix: add a child "
-                         "group per model (e.g. llama405b) with its hosts under %s"
-                         % (ROOT_GROUP, ROOT_GROUP, ROOT_GROUP)])
+        raise PlanError([(ROOT_GROUP, "(inventory)", "no model group with hosts under %s" % ROOT_GROUP,
+                          "add a child group per model (e.g. llama405b) with its hosts under %s"
+                          % ROOT_GROUP)])
 
     member = {}
     for group, hosts in model_groups.items():
@@ -537,17 +666,18 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
             continue
         _check_group_uniform(chk, group, hosts, GROUP_KEYS)
         first = hosts[0]
-        counts = {nodes[h]["num_gpus"] for h in hosts}
-        if len(counts) > 1:
+        unknown = [h for h in hosts if nodes[h]["gpu_ids"] is None]
+        counts = {nodes[h]["num_gpus"] for h in hosts if h not in unknown}
+        if unknown:
+            counts = {None}  # refused on its own line already; nothing to compare
+        elif len(counts) > 1:
             chk.fail(group, "cluster_gpu_ids", "GPUs per node differ: %s"
                      % {h: nodes[h]["num_gpus"] for h in hosts},
                      "use the same number of GPUs on every node of a group")
         gpus_used = counts.pop() if len(counts) == 1 and None not in counts else None
         par = _check_parallelism(chk, group, hosts, gpus_used)
         model = chk.get(first, "sglang_model_path")
-        if not isinstance(model, str) or not model.strip():
-            chk.fail(group, "sglang_model_path", "empty",
-                     "set sglang_model_path to a Hugging Face id or a local model directory")
+        _check_model_path(chk, group, model)
         backend = chk.get(first, "sglang_backend")
         if backend not in BACKENDS:
             chk.fail(group, "sglang_backend", "unknown backend %r" % (backend,),
@@ -558,7 +688,14 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
         extra_args = _check_extra_args(chk, group, first)
         group_ports = {"sglang_port": chk.port(first, "sglang_port"),
                        "sglang_dist_init_port": chk.port(first, "sglang_dist_init_port")}
-        span = chk.positive_int(first, "sglang_dist_port_span", minimum=0)
+        span = chk.get(first, "sglang_dist_port_span")
+        if not _is_int(span) or span < DIST_NEIGHBOURS:
+            chk.fail(group, "sglang_dist_port_span", "%r leaves no room for SGLang's ports just above "
+                     "dist-init (%d of them) and the group's fence port at dist-init + span"
+                     % (span, DIST_NEIGHBOURS),
+                     "set sglang_dist_port_span to at least %d (default %d)"
+                     % (DIST_NEIGHBOURS, DEFAULTS["sglang_dist_port_span"]))
+            span = None
         host_ports = {h: _host_ports(chk, h, group_ports, span) for h in hosts}
         ranks = _ranks(chk, group, hosts) or {}
         ordered = sorted(hosts, key=lambda h: ranks.get(h, 0))
@@ -585,7 +722,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None):
         chk.fail(head, "ray_head", "the Ray head is not a node of %s" % ROOT_GROUP,
                  "put a host of %s in the ray_head group" % ROOT_GROUP)
     if chk.problems:
-        raise PlanError(chk.problems)
+        raise PlanError(chk.problems, all_hosts, model_groups)
 
     ip_version = families.pop() if families else 4
     loopback = "::1" if ip_version == 6 else "127.0.0.1"

@@ -116,7 +116,7 @@ BAD = [
     ("bad-cluster-ip", set_one("gpu1", "cluster_ip", "10.0.0.300"), ["gpu1", "cluster_ip", "not an IP"]),
     ("duplicate-ip", set_one("gpu1", "ansible_host", "10.0.0.10"), ["gpu1", "cluster_ip", "also the cluster IP of gpu0"]),
     ("mixed-families", set_one("gpu1", "cluster_ip", "fd00::11"), ["gpu1", "cluster_ip", "one address family"]),
-    ("outside-cidr", set_all("cluster_cidrs", ["10.9.0.0/16"]), ["gpu0", "cluster_ip", "outside cluster_cidrs"]),
+    ("outside-cidr", set_all("cluster_cidrs", ["10.0.0.11/32"]), ["gpu0", "cluster_ip", "outside cluster_cidrs"]),
     ("bad-cidr", set_all("cluster_cidrs", ["10.0.0.0/33"]), ["cluster_cidrs", "not a CIDR"]),
     ("cidrs-not-list", set_all("cluster_cidrs", "10.0.0.0/24"), ["cluster_cidrs", "not a list"]),
     ("no-gpu-count", set_one("gpu0", "cluster_gpus_per_node", None), ["gpu0", "cluster_gpus_per_node", "not set"]),
@@ -142,12 +142,12 @@ BAD = [
     ("managed-extra-arg", set_all("sglang_extra_args", ["--node-rank=3"]), ["llama", "sglang_extra_args", "--node-rank"]),
     ("extra-not-list", set_all("sglang_extra_args", "--foo"), ["llama", "sglang_extra_args", "list of strings"]),
     ("port-range", set_all("sglang_port", 70000), ["gpu0", "sglang_port", "1-65535"]),
-    ("port-not-int", set_all("ray_gcs_port", "6379x"), ["gpu0", "ray_gcs_port", "not a TCP port"]),
-    ("http-vs-gcs", set_all("sglang_port", 6379), ["gpu0", "sglang_port", "also ray_gcs_port"]),
-    ("ray-in-dist-span", set_all("ray_node_manager_port", 20005), ["gpu0", "ray_node_manager_port", "SGLang dist-init ports 20000-20100"]),
-    ("http-in-worker-range", set_all("sglang_port", 11200), ["gpu0", "sglang_port", "Ray worker ports 11000-11499"]),
-    ("worker-range-inverted", both(set_all("ray_min_worker_port", 12000), set_all("ray_max_worker_port", 11999)), ["gpu0", "ray_min_worker_port", "above"]),
-    ("ranges-overlap", both(set_all("ray_min_worker_port", 19000), set_all("ray_max_worker_port", 20050)), ["ray_min_worker_port", "overlap"]),
+    ("port-not-int", set_all("ray_gcs_port", "6379x"), ["sglang_nodes", "ray_gcs_port", "not a TCP port"]),
+    ("http-vs-gcs", set_all("sglang_port", 6379), ["sglang_nodes", "sglang_port", "also ray_gcs_port"]),
+    ("ray-in-dist-span", set_all("ray_node_manager_port", 20005), ["sglang_nodes", "ray_node_manager_port", "SGLang dist-init ports 20000-20100"]),
+    ("http-in-worker-range", set_all("sglang_port", 11200), ["sglang_nodes", "sglang_port", "Ray worker ports 11000-11499"]),
+    ("worker-range-inverted", both(set_all("ray_min_worker_port", 12000), set_all("ray_max_worker_port", 11999)), ["sglang_nodes", "ray_min_worker_port", "above"]),
+    ("ranges-overlap", both(set_all("ray_min_worker_port", 20050), set_all("ray_max_worker_port", 20500)), ["ray_min_worker_port", "overlap"]),
     ("ports-differ", set_one("gpu1", "ray_gcs_port", 6390), ["gpu1", "ray_gcs_port", "differs"]),
     ("rank-partial", set_one("gpu1", "sglang_node_rank", 0), ["gpu0", "sglang_node_rank", "every host of the group or on none"]),
     ("rank-duplicate", set_all("sglang_node_rank", 0), ["llama", "sglang_node_rank", "distinct rank"]),
@@ -168,6 +168,7 @@ def test_refused_with_host_variable_and_fix(mutate, expected):
     assert "Fix:" in text
     for fragment in expected:
         assert fragment in text, "%r not in %r" % (fragment, text)
+    assert len(err.value.problems) == 1, "follow-on noise: %s" % err.value.problems
 
 
 def test_at_least_thirty_distinct_refusals():
