@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +25,25 @@ sys.path.insert(0, str(ROOT / "collections"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan  # noqa: E402
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.probe import chat_body, request  # noqa: E402
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import group_units  # noqa: E402
 
 import tiny_model  # noqa: E402
 
-LAUNCHER = ROOT / "roles/sglang_server/files/sglang-launch.py"
+LAUNCHER_DIR = ROOT / "roles/sglang_server/files"
+
+
+def request(url, body=None, timeout=30.0):
+    """(status, bytes). The stdlib on purpose: the GPU machine's Python has SGLang, not
+    ansible-core, whose open_url the collection's probe uses."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError as exc:
+        return 0, str(exc).encode()
 
 
 def gpu_count():
@@ -46,11 +61,14 @@ def main():
     tiny_model.write(model)
     tp = int(os.environ.get("SMOKE_TP", "1"))
     plan = build_plan({"smoke": ["node0"]}, {"node0": {
+        # The layout pointed at this machine (launcher, HF cache); the unit's interpreter is
+        # replaced by SGLANG_PYTHON below, which may live in a system directory.
+        "cluster_venv_dir": str(work / "venv"), "cluster_libexec_dir": str(LAUNCHER_DIR),
+        "sglang_data_dir": str(work),
         "ansible_host": "127.0.0.1", "cluster_interface": os.environ.get("SMOKE_IFACE", "lo"),
         "cluster_gpus_per_node": gpu_count(), "cluster_gpu_ids": list(range(tp)), "sglang_model_path": str(model), "sglang_tp": tp,
         "sglang_port": port, "sglang_extra_args": ["--load-format", "dummy"] + os.environ.get("SMOKE_EXTRA", "").split()}})
-    unit = group_units(plan, "smoke", {"venv_dir": str(Path(python).parent.parent), "launcher": str(LAUNCHER),
-                                       "host": "127.0.0.1", "hf_home": str(work / "hf"), "hf_offline": True})["node0"]
+    unit = group_units(plan, "smoke", {"host": "127.0.0.1", "hf_offline": True})["node0"]
     argv = [python] + unit["argv"][1:]
     print("GPUs on this machine: %d; command: %s" % (gpu_count(), " ".join(argv)), flush=True)
     log = open(work / "server.log", "w")
@@ -72,7 +90,9 @@ def main():
             return 1
         t1 = time.monotonic()
         status, body = request("http://127.0.0.1:%d/v1/chat/completions" % port,
-                               chat_body(str(model), "What is the capital of France?", 16), timeout=60)
+                               {"model": str(model), "temperature": 0, "max_tokens": 16,
+                                "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+                               timeout=60)
         answer = json.loads(body)["choices"][0]["message"]["content"] if status == 200 else body[:300]
         print(json.dumps({"time_to_ready_s": round(ready, 1), "completion_status": status,
                           "completion_s": round(time.monotonic() - t1, 3), "answer": answer}))
