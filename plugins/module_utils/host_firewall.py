@@ -19,6 +19,8 @@ BACKENDS = ("auto", "nftables", "firewalld", "ufw")
 ZONE = "sglang"
 CLIENT_ZONE = "sglang-clients"
 COMMENT = "sglang_ops"
+# firewalld's permanent zone files; `--delete-zone` leaves the deleted zone's file as NAME.xml.old.
+FIREWALLD_ZONES_DIR = "/etc/firewalld/zones"
 
 
 def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999"):
@@ -84,6 +86,11 @@ def firewalld_changes(want, have):
 def firewalld_stale(existing_zones, want):
     """Zones of ours that exist but are no longer wanted (the client zone, when clients go)."""
     return [z for z in (ZONE, CLIENT_ZONE) if z in existing_zones and z not in want]
+
+
+def firewalld_backups(want):
+    """{zone: backup file} for our zones not wanted: what firewalld keeps of them after deletion."""
+    return {z: "%s/%s.xml.old" % (FIREWALLD_ZONES_DIR, z) for z in (ZONE, CLIENT_ZONE) if z not in want}
 
 
 def firewalld_want(opening):

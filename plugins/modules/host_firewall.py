@@ -16,22 +16,28 @@ description:
     each commented C(sglang_ops); rules of ours that are no longer wanted are deleted, others are never
     touched.
   - Changes only what differs; in check mode reports the commands it would run (also as diff).
+  - With O(state=absent), removes every opening of ours (both zones, every rule with our comment) and
+    nothing else; the cluster options are not needed then.
+  - A zone of ours that is deleted also loses the backup firewalld keeps of it (C(NAME.xml.old)).
 options:
   backend:
     description: The host firewall to configure.
     type: str
     required: true
     choices: [firewalld, ufw]
+  state:
+    description: C(present) keeps exactly the openings given; C(absent) removes all of ours.
+    type: str
+    choices: [present, absent]
+    default: present
   cluster_sources:
-    description: Cluster networks (CIDRs).
+    description: Cluster networks (CIDRs). Required with O(state=present).
     type: list
     elements: str
-    required: true
   cluster_ports:
-    description: Ports cluster members may reach, C(N) or C(LO-HI).
+    description: Ports cluster members may reach, C(N) or C(LO-HI). Required with O(state=present).
     type: list
     elements: str
-    required: true
   client_sources:
     description: Client networks allowed to reach O(client_ports).
     type: list
@@ -61,6 +67,11 @@ EXAMPLES = r"""
     cluster_ports: ["6379", "11000-11499", "20000-20100", "30000"]
     client_sources: [198.51.100.0/24]
     client_ports: ["30000"]
+
+- name: Remove every opening of ours from ufw
+  sglang_ops.cluster.host_firewall:
+    backend: ufw
+    state: absent
 """
 
 RETURN = r"""
@@ -69,13 +80,19 @@ commands:
   type: list
   elements: list
   returned: always
+removed_files:
+  description: firewalld's backups of our deleted zones, removed (or, in check mode, that would be).
+  type: list
+  elements: str
+  returned: always
 """
 
 import json
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.host_firewall import (
-    firewalld_changes, firewalld_stale, firewalld_want, parse_ufw_added, ufw_changes, ufw_rules)
+    firewalld_backups, firewalld_changes, firewalld_stale, firewalld_want, parse_ufw_added, ufw_changes, ufw_rules)
 
 
 def run(module, argv):
@@ -86,11 +103,12 @@ def run(module, argv):
 
 
 def firewalld(module, opening):
+    """opening None: nothing of ours is wanted."""
     cmd = module.get_bin_path("firewall-cmd", required=True)
     zones = run(module, [cmd, "--permanent", "--get-zones"]).split()
-    want = firewalld_want(opening)
+    want = firewalld_want(opening) if opening else {}
     have = {}
-    for zone in want:
+    for zone in list(want) + firewalld_stale(zones, want):
         if zone in zones:
             have[zone] = {"sources": run(module, [cmd, "--permanent", "--zone=%s" % zone, "--list-sources"]).split(),
                           "ports": run(module, [cmd, "--permanent", "--zone=%s" % zone, "--list-ports"]).split()}
@@ -100,19 +118,21 @@ def firewalld(module, opening):
             commands.append([cmd, "--permanent"] + args)
         else:
             commands.append([cmd, "--permanent", "--zone=%s" % zone] + args)
-    commands += [[cmd, "--permanent", "--delete-zone=%s" % z] for z in firewalld_stale(zones, want)]
+    stale = firewalld_stale(zones, want)
+    commands += [[cmd, "--permanent", "--delete-zone=%s" % z] for z in stale]
     if commands:
         commands.append([cmd, "--reload"])
-    return commands, {"before": json.dumps(have, indent=1, sort_keys=True) + "\n",
-                      "after": json.dumps(want, indent=1, sort_keys=True) + "\n"}
+    backups = [path for zone, path in sorted(firewalld_backups(want).items()) if zone in stale or os.path.exists(path)]
+    return commands, backups, {"before": json.dumps(have, indent=1, sort_keys=True) + "\n",
+                               "after": json.dumps(want, indent=1, sort_keys=True) + "\n"}
 
 
 def ufw(module, opening):
     cmd = module.get_bin_path("ufw", required=True)
     have = parse_ufw_added(run(module, [cmd, "show", "added"]))
-    want = ufw_rules(opening)
+    want = ufw_rules(opening) if opening else []
     add, delete = ufw_changes(want, have)
-    return [[cmd] + a for a in add] + [[cmd, "--force"] + d for d in delete], {
+    return [[cmd] + a for a in add] + [[cmd, "--force"] + d for d in delete], [], {
         "before": "".join("allow from %s port %s\n" % r for r in have),
         "after": "".join("allow from %s port %s\n" % r for r in want)}
 
@@ -120,19 +140,26 @@ def ufw(module, opening):
 def main():
     module = AnsibleModule(
         argument_spec=dict(backend=dict(type="str", required=True, choices=["firewalld", "ufw"]),
-                           cluster_sources=dict(type="list", elements="str", required=True),
-                           cluster_ports=dict(type="list", elements="str", required=True),
+                           state=dict(type="str", default="present", choices=["present", "absent"]),
+                           cluster_sources=dict(type="list", elements="str"),
+                           cluster_ports=dict(type="list", elements="str"),
                            client_sources=dict(type="list", elements="str", default=[]),
                            client_ports=dict(type="list", elements="str", default=[])),
+        required_if=[("state", "present", ("cluster_sources", "cluster_ports"))],
         supports_check_mode=True)
     p = module.params
-    opening = {"cluster": {"sources": sorted(p["cluster_sources"]), "ports": p["cluster_ports"]},
-               "clients": {"sources": sorted(p["client_sources"]), "ports": p["client_ports"]}}
-    commands, diff = (firewalld if p["backend"] == "firewalld" else ufw)(module, opening)
-    if commands and not module.check_mode:
+    opening = None
+    if p["state"] == "present":
+        opening = {"cluster": {"sources": sorted(p["cluster_sources"]), "ports": p["cluster_ports"]},
+                   "clients": {"sources": sorted(p["client_sources"]), "ports": p["client_ports"]}}
+    commands, backups, diff = (firewalld if p["backend"] == "firewalld" else ufw)(module, opening)
+    if not module.check_mode:
         for argv in commands:
             run(module, argv)
-    module.exit_json(changed=bool(commands), commands=commands, diff=diff)
+        for path in backups:
+            if os.path.exists(path):
+                os.remove(path)
+    module.exit_json(changed=bool(commands or backups), commands=commands, removed_files=backups, diff=diff)
 
 
 if __name__ == "__main__":

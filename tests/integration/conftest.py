@@ -5,6 +5,7 @@ project's own tools/lab.py and removed at the end; tests deploy onto it with ans
 exactly as an operator would.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -58,13 +59,62 @@ def on_host(host, command):
                           stdout=subprocess.PIPE, text=True).stdout
 
 
+# What a host looks like before anything is deployed, as names only: remove.yml must bring it
+# back to exactly this. Left out, because they change without remove.yml being at fault:
+# - /var/lib/apt, /var/lib/dpkg: the package manager's state (OS packages are out of scope:
+#   remove.yml never uninstalls a package deploy.yml installed, nor one a test did).
+# - transient units: no unit files, made at run time, e.g. logind's session-N.scope of an SSH
+#   login (Ansible's ControlPersist connection outlives a playbook by up to a minute).
+# Columns are rejoined with one space: systemctl pads them to the longest entry listed.
+SNAPSHOT_ROOTS = ("/etc", "/usr/local", "/opt", "/var/lib")
+SNAPSHOT_PRUNE = ("/var/lib/apt", "/var/lib/dpkg")
+SNAPSHOT = {
+    "unit files": "systemctl list-unit-files --no-legend --no-pager | awk '$2 != \"transient\" {print $1, $2, $3}'",
+    "paths": "find %s \\( %s \\) -prune -o -print | LC_ALL=C sort" % (
+        " ".join(SNAPSHOT_ROOTS), " -o ".join("-path %s" % p for p in SNAPSHOT_PRUNE)),
+    "users": "getent passwd",
+    "groups": "getent group",
+    "nft tables": "nft list tables",
+}
+SNAPSHOT_FILE = INVENTORY / "pre-deploy-snapshot.json"
+
+
+def host_state(host):
+    """{what: [lines]} of a host, for comparing it before deploy and after remove."""
+    return {what: on_host(host, cmd).splitlines() for what, cmd in SNAPSHOT.items()}
+
+
+def container_id(host):
+    found = subprocess.run(["podman", "inspect", "-f", "{{.Id}}", host], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def pre_deploy_snapshot():
+    """The snapshot taken when these very hosts (same containers) were created, or None.
+
+    Kept beside the lab's inventory, which `lab.py down` removes with the hosts; with LAB_KEEP=1
+    a later session reuses it only while the containers are the ones it was taken on.
+    """
+    if not SNAPSHOT_FILE.exists():
+        return None
+    saved = json.loads(SNAPSHOT_FILE.read_text())
+    if saved["containers"] != {h: container_id(h) for h in (H1, H2)}:
+        return None
+    return saved["hosts"]
+
+
 @pytest.fixture(scope="session")
 def lab_hosts():
     t0 = time.monotonic()
     if not os.environ.get("LAB_KEEP"):  # fresh hosts: the first deploy must start from nothing
         subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)
+    fresh = not any(container_id(h) for h in (H1, H2))
     subprocess.run(LAB + ["up", "--prefix", PREFIX, "--first", str(FIRST), "--count", "2"], check=True)
     print("\nlab up: %.1f s" % (time.monotonic() - t0))
+    if fresh:  # before any deploy: what remove.yml must bring every host back to
+        SNAPSHOT_FILE.write_text(json.dumps({"containers": {h: container_id(h) for h in (H1, H2)},
+                                             "hosts": {h: host_state(h) for h in (H1, H2)}}))
     yield [H1, H2]
     if not os.environ.get("LAB_KEEP"):  # LAB_KEEP=1 keeps the hosts for the next run
         subprocess.run(LAB + ["down", "--prefix", PREFIX], check=False)

@@ -16,6 +16,17 @@ def spec_options(role, entry="main"):
     return spec["argument_specs"][entry]["options"]
 
 
+def all_entry_options(role):
+    """Options of every entry point (main, remove, ...): a role's defaults serve them all."""
+    spec = yaml.safe_load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text())
+    options = {}
+    for entry, body in spec["argument_specs"].items():
+        for key, option in (body.get("options") or {}).items():
+            assert options.get(key, option) == option, "%s: %s documented differently in %s" % (role, key, entry)
+            options[key] = option
+    return options
+
+
 def test_plan_defaults_documented_exactly():
     """The plan role's spec is the one list of cluster-wide options, equal to the plan code."""
     options = spec_options("plan")
@@ -38,7 +49,7 @@ def test_plan_options_written_once():
 @pytest.mark.parametrize("role", ROLES)
 def test_role_defaults_match_specs(role):
     defaults = yaml.safe_load((ROOT / "roles" / role / "defaults/main.yml").read_text()) or {}
-    options = {k: v for k, v in spec_options(role).items() if k not in DEFAULTS}
+    options = {k: v for k, v in all_entry_options(role).items() if k not in DEFAULTS}
     assert set(defaults) == set(options), role
     for key, value in defaults.items():
         assert options[key].get("default") == value, "%s: %s" % (role, key)

@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.host_firewall import (
-    choose_backend, firewalld_changes, firewalld_stale, firewalld_want, openings, parse_ufw_added,
+    choose_backend, firewalld_backups, firewalld_changes, firewalld_stale, firewalld_want, openings, parse_ufw_added,
     ufw_changes, ufw_rules)
 
 PLAN = build_plan({"g": ["a", "b"]}, {
@@ -72,3 +72,25 @@ def test_ufw_host_sources_as_ufw_prints_them():
     assert ("10.0.0.10", "6379") in want and not any(src.endswith("/32") for src, _port in want)
     shown = "\n".join("ufw allow from %s to any port %s proto tcp comment 'sglang_ops'" % r for r in want)
     assert ufw_changes(want, parse_ufw_added(shown)) == ([], [])
+
+
+def test_removal_takes_every_opening_of_ours_and_nothing_else():
+    """host_firewall state=absent: nothing wanted, so both zones go and every commented rule."""
+    assert firewalld_changes({}, {}) == []
+    assert firewalld_stale(["public", "sglang", "sglang-clients", "trusted"], {}) == ["sglang", "sglang-clients"]
+    assert firewalld_stale(["public"], {}) == []
+    shown = "ufw allow 22/tcp\n" + "\n".join(
+        "ufw allow from %s to any port %s proto tcp comment 'sglang_ops'" % r
+        for r in ufw_rules(openings(PLAN, "a", ["192.0.2.0/24"])))
+    add, delete = ufw_changes([], parse_ufw_added(shown))
+    assert add == [] and len(delete) == len(parse_ufw_added(shown)) > 0
+    assert not any("22/tcp" in " ".join(d) for d in delete)
+    assert ufw_changes([], []) == ([], [])
+
+
+def test_backups_of_zones_no_longer_wanted():
+    """firewall-cmd --delete-zone leaves NAME.xml.old behind: removed with the zone."""
+    assert firewalld_backups({}) == {"sglang": "/etc/firewalld/zones/sglang.xml.old",
+                                     "sglang-clients": "/etc/firewalld/zones/sglang-clients.xml.old"}
+    assert list(firewalld_backups(firewalld_want(openings(PLAN, "a")))) == ["sglang-clients"]
+    assert firewalld_backups(firewalld_want(openings(PLAN, "a", ["192.0.2.0/24"]))) == {}
