@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from jinja2 import Undefined
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     DEFAULTS,
@@ -87,10 +88,17 @@ class ActionModule(ActionBase):
             if not (name.startswith(prefixes) or name in EXTRA_KEYS):
                 continue
             try:
-                values[name] = hv[name]
+                value = hv[name]
             except Exception as exc:  # pylint: disable=broad-except
                 # Only the error's class travels: its text may quote the template, or a secret.
                 unreadable[(host, name)] = type(exc).__name__
+                continue
+            # ansible-core < 2.19 hands back an undefined template as it was written (or as an
+            # Undefined) instead of raising.
+            if isinstance(value, Undefined) or (isinstance(value, str) and ("{{" in value or "{%" in value)):
+                unreadable[(host, name)] = "a variable it refers to is undefined"
+                continue
+            values[name] = value
         return values
 
     def _model_groups(self, groups, root_hosts):

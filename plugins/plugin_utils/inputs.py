@@ -68,8 +68,9 @@ class _Bad(Exception):
 
 
 def namespaces(role_names):
-    """The variable prefixes the collection owns: one per role, and cluster_."""
-    return tuple(sorted({"cluster_"} | {r + "_" for r in role_names}))
+    """The variable prefixes the collection owns: one per role, and cluster_ (the plan role's
+    options are cluster_*, sglang_* and ray_*; a generic plan_* is left to others)."""
+    return tuple(sorted({"cluster_"} | {r + "_" for r in role_names if r != "plan"}))
 
 
 def _show(value, secret):
