@@ -5,15 +5,17 @@ Why this exists: there is no GPU cluster in CI, yet every role must run for real
 systemd, sshd and nftables. The lab boots N podman containers with systemd as PID 1 on one
 bridge with fixed IPv4/IPv6 addresses (and a MAC derived from the IPv4, so neighbours' ARP
 caches stay valid when a host is recreated), writes an Ansible inventory for them and serves
-a wheelhouse on the bridge gateway, because the hosts cannot reach a package index.
+a wheelhouse on the bridge gateway, because the hosts cannot reach a package index. An HTTP(S)
+proxy (tinyproxy) on the gateway carries every lab download, so the collection's proxy settings
+are exercised against a real proxy whose log shows who fetched what.
 Molecule's create/destroy call this same tool, so there is one way test hosts are made.
 
     lab.py deps                 install/check the podman stack (Debian, root)
     lab.py image [--force]      build the cached host image with debootstrap
     lab.py wheels               download the pinned wheels for the hosts' Python
     lab.py model                write the tiny model the lab copies to its hosts
-    lab.py up [-n N]            deps + image + hosts + wheelhouse + inventory
-    lab.py down                 remove this prefix's hosts (and the wheel server if none remain)
+    lab.py up [-n N]            deps + image + hosts + wheelhouse + proxy + inventory
+    lab.py down                 remove this prefix's hosts (and the wheel server and proxy if none remain)
     lab.py list                 name, IPv4, IPv6, state
     lab.py inventory            print the inventory path (written by `up`)
 """
@@ -24,7 +26,9 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,12 +48,25 @@ NET4 = ipaddress.ip_network(os.environ.get("LAB_NET4", "10.89.78.0/24"))
 NET6 = ipaddress.ip_network(os.environ.get("LAB_NET6", "fd42:5a6c:78::/64"))
 GATEWAY4 = NET4.network_address + 1
 WHEEL_PORT = int(os.environ.get("LAB_WHEEL_PORT", "8765"))
+# The lab's proxy; inventories/lab/group_vars/all/lab.yml points cluster_http(s)_proxy at it.
+PROXY_PORT = int(os.environ.get("LAB_PROXY_PORT", "8766"))
+PROXY_PID = CACHE / "proxy.pid"
+PROXY_CONF = CACHE / "proxy.conf"
+PROXY_LOG = CACHE / "proxy.log"
+PROXY_FILTER = CACHE / "proxy.filter"
+# Where the proxy lets the hosts go: the wheelhouse on the gateway, and the Hugging Face hub so
+# that a download's request is seen (the controller cannot resolve it: it fails there). Nothing
+# else, so the hosts stay without a package index, as real air-gapped nodes would be.
+PROXY_DESTINATIONS = (str(GATEWAY4), "huggingface.co")
 MIRROR = os.environ.get("LAB_MIRROR", "")
 MAX_HOSTS = 8
 
+# tinyproxy-bin: Debian's tinyproxy without its service (no systemd here to run one, and
+# nothing should listen before the lab asks for it).
 APT_PACKAGES = [
     "podman", "runc", "conmon", "netavark", "aardvark-dns", "iptables", "nftables",
     "debootstrap", "openssh-client", "ca-certificates", "zstd", "curl", "python3", "python3-venv",
+    "tinyproxy-bin",
 ]
 # No systemd on the machine to manage cgroups and no journald: cgroupfs + file events.
 CONTAINERS_CONF = """\
@@ -140,6 +157,74 @@ def lab_hosts(prefix: str, count: int, first: int) -> list[dict]:
              "mac": host_mac(host_ipv4(i, first))} for i in range(1, count + 1)]
 
 
+def proxy_url() -> str:
+    return f"http://{GATEWAY4}:{PROXY_PORT}"
+
+
+def proxy_filter(destinations) -> str:
+    """tinyproxy filter lines (regular expressions on the host name) matching exactly these hosts."""
+    return "".join("^%s$\n" % host.replace(".", "\\.") for host in destinations)
+
+
+def proxy_config(listen: str, port: int, allow: str, logfile: Path, filter_file: Path) -> str:
+    """tinyproxy's configuration: clients of the lab network only, to the filter's hosts only,
+    every request logged with its client."""
+    return (
+        "# Written by tools/lab.py: the lab's HTTP(S) proxy on the bridge gateway.\n"
+        f"Listen {listen}\n"
+        f"Port {port}\n"
+        f"Allow {allow}\n"
+        f'Filter "{filter_file}"\n'
+        "FilterDefaultDeny Yes\n"
+        # Root drops to nobody once the port is bound and the log is open.
+        "User nobody\n"
+        "Group nogroup\n"
+        f'LogFile "{logfile}"\n'
+        # Connect: one line per client connection (its address) and one per request line.
+        "LogLevel Connect\n"
+        "MaxClients 64\n"
+        "Timeout 120\n"
+        "ConnectPort 443\n"
+    )
+
+
+def proxy_log_time(stamp: str, now: float) -> float:
+    """Epoch seconds of a tinyproxy time stamp ("Dec 02 08:22:09.668", local time, no year):
+    this year's, unless that lies ahead of `now` (a log written last December)."""
+    def at(year: int) -> float:
+        day, _, millis = stamp.partition(".")
+        return time.mktime(time.strptime(f"{year} {day}", "%Y %b %d %H:%M:%S")) + float("0." + (millis or "0"))
+    year = time.localtime(now).tm_year
+    return at(year) if at(year) <= now + 86400 else at(year - 1)
+
+
+PROXY_LOG_LINE = re.compile(r"^\S+\s+(?P<stamp>\w{3} \d\d [\d:.]+) \[(?P<pid>\d+)\]: "
+                            r"(?P<kind>Connect|Request) \(file descriptor (?P<fd>\d+)\): (?P<value>.*)$")
+
+
+def proxy_requests(log_text: str, now: float | None = None) -> list[dict]:
+    """The requests in a tinyproxy log: client address, method, target, time (epoch seconds).
+
+    tinyproxy logs a connection's client and its request line on two lines tied by the file
+    descriptor ("Connect (file descriptor 7): 10.89.78.51", then "Request (file descriptor 7):
+    GET http://... HTTP/1.1"); a descriptor is reused only after its connection closed, so the
+    latest Connect line of a descriptor names the client of its next Request line."""
+    now = time.time() if now is None else now
+    clients: dict[tuple[str, str], str] = {}
+    found = []
+    for line in log_text.splitlines():
+        m = PROXY_LOG_LINE.match(line)
+        if not m:
+            continue
+        if m["kind"] == "Connect":
+            clients[(m["pid"], m["fd"])] = m["value"].strip()
+            continue
+        method, _, target = m["value"].removesuffix(" HTTP/1.1").removesuffix(" HTTP/1.0").partition(" ")
+        found.append({"client": clients.get((m["pid"], m["fd"])), "method": method, "target": target,
+                      "time": proxy_log_time(m["stamp"], now)})
+    return found
+
+
 def render_inventory(hosts: list[dict], group: str) -> dict:
     """Inventory for lab hosts: one model group under sglang_nodes, root over SSH with the lab key."""
     return {"all": {
@@ -158,7 +243,8 @@ def render_inventory(hosts: list[dict], group: str) -> dict:
 # --- machine setup ------------------------------------------------------------------------
 
 def deps(_args=None) -> None:
-    missing = [b for b in ("podman", "debootstrap", "zstd", "nft", "iptables") if not shutil.which(b)]
+    missing = [b for b in ("podman", "debootstrap", "zstd", "nft", "iptables", "tinyproxy")
+               if not shutil.which(b)]
     conf = Path("/etc/containers/containers.conf")
     if missing or not conf.exists() or conf.read_text() != CONTAINERS_CONF:
         if not shutil.which("apt-get"):
@@ -368,10 +454,51 @@ def serve() -> None:
     raise SystemExit(f"lab: wheel server did not start, see {CACHE / 'wheelhouse.log'}")
 
 
+def running(pid_file: Path, program: str) -> bool:
+    """Whether the process in pid_file is alive and still `program` (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid_file.read_text().strip()}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return program.encode() in cmdline
+
+
+def proxy() -> None:
+    """Run tinyproxy on the bridge gateway: the hosts' only way out, and a log of what went out.
+
+    A plain process like the wheel server (the controller has no systemd), in the foreground of
+    its own session so its pid is the one in PROXY_PID."""
+    if running(PROXY_PID, "tinyproxy"):
+        return
+    if not shutil.which("tinyproxy"):
+        raise SystemExit("lab: tinyproxy is not installed; run `tools/lab.py deps`")
+    PROXY_FILTER.write_text(proxy_filter(PROXY_DESTINATIONS))
+    PROXY_CONF.write_text(proxy_config(str(GATEWAY4), PROXY_PORT, str(NET4), PROXY_LOG, PROXY_FILTER))
+    PROXY_LOG.write_text("")
+    PROXY_LOG.chmod(0o644)
+    shutil.chown(PROXY_LOG, "nobody", "nogroup")  # tinyproxy reopens it after dropping root
+    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(PROXY_CONF)], stdout=subprocess.DEVNULL,
+                            stderr=open(CACHE / "proxy.stderr", "w"), start_new_session=True)
+    PROXY_PID.write_text(str(proc.pid))
+    for _ in range(50):
+        if proc.poll() is not None:
+            break
+        try:
+            socket.create_connection((str(GATEWAY4), PROXY_PORT), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"lab: proxy did not start, see {CACHE / 'proxy.stderr'} and {PROXY_LOG}")
+
+
 def stop_serving() -> None:
     if SERVER_PID.exists():
         run("kill", SERVER_PID.read_text().strip(), check=False, capture=True)
         SERVER_PID.unlink()
+    if PROXY_PID.exists():
+        if running(PROXY_PID, "tinyproxy"):
+            run("kill", PROXY_PID.read_text().strip(), check=False, capture=True)
+        PROXY_PID.unlink()
 
 
 # --- hosts --------------------------------------------------------------------------------
@@ -442,11 +569,13 @@ def up(args) -> None:
     ensure_network()
     start_hosts(hosts, args.prefix, args.memory)
     serve()
+    proxy()
     inv = write_inventory(args.prefix, hosts, args.group)
     log(f"{len(hosts)} hosts up in {time.monotonic() - t0:.1f} s; inventory {inv.parent.relative_to(ROOT)};"
-        f" wheels {wheel_url()}")
+        f" wheels {wheel_url()}; proxy {proxy_url()} (log {PROXY_LOG})")
     if args.json:
-        print(json.dumps({"hosts": hosts, "key": str(KEY), "inventory": str(inv), "wheels": wheel_url()}))
+        print(json.dumps({"hosts": hosts, "key": str(KEY), "inventory": str(inv), "wheels": wheel_url(),
+                          "proxy": proxy_url(), "proxy_log": str(PROXY_LOG)}))
 
 
 def containers(prefix: str) -> list[str]:

@@ -1,6 +1,10 @@
-"""The lab's addressing: fixed IPs and MACs that survive re-creation."""
+"""The lab's addressing (fixed IPs and MACs that survive re-creation) and its proxy."""
+
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 import lab
 
@@ -28,3 +32,49 @@ def test_inventory_shape():
 def test_wheels_follow_the_role_pins():
     reqs = lab.pinned_requirements()
     assert any(r.startswith("ray==") for r in reqs) and all("==" in r for r in reqs)
+
+
+# Lines as tinyproxy 1.11 writes them at LogLevel Connect; two connections interleave.
+PROXY_LOG = """\
+NOTICE    Dec 02 08:22:46.990 [9000]: Initializing tinyproxy ...
+CONNECT   Dec 02 08:22:47.682 [9000]: Connect (file descriptor 5): 10.89.78.51
+CONNECT   Dec 02 08:22:47.683 [9000]: Connect (file descriptor 7): 10.89.78.52
+CONNECT   Dec 02 08:22:47.684 [9000]: Request (file descriptor 5): GET http://10.89.78.1:8765/ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl HTTP/1.1
+CONNECT   Dec 02 08:22:47.688 [9000]: Established connection to host "10.89.78.1" using file descriptor 6.
+CONNECT   Dec 02 08:22:47.712 [9000]: Request (file descriptor 7): CONNECT huggingface.co:443 HTTP/1.1
+ERROR     Dec 02 08:22:47.717 [9000]: opensock: Could not retrieve address info for huggingface.co:443: Name or service not known
+CONNECT   Dec 02 08:22:48.001 [9000]: Connect (file descriptor 5): 10.89.78.52
+CONNECT   Dec 02 08:22:48.002 [9000]: Request (file descriptor 5): GET http://10.89.78.1:8765/ HTTP/1.1
+"""
+
+
+def test_proxy_log_names_each_request_client():
+    now = time.mktime(time.strptime("2026 Dec 02 09:00:00", "%Y %b %d %H:%M:%S"))
+    got = lab.proxy_requests(PROXY_LOG, now=now)
+    assert [(r["client"], r["method"], r["target"]) for r in got] == [
+        ("10.89.78.51", "GET", "http://10.89.78.1:8765/ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl"),
+        ("10.89.78.52", "CONNECT", "huggingface.co:443"),
+        ("10.89.78.52", "GET", "http://10.89.78.1:8765/"),
+    ]
+    assert got[0]["time"] == pytest.approx(now - 3600 + 47.684)
+
+
+def test_proxy_log_time_of_last_december():
+    now = time.mktime(time.strptime("2027 Jan 01 00:10:00", "%Y %b %d %H:%M:%S"))
+    assert time.localtime(lab.proxy_log_time("Dec 31 23:59:00.500", now)).tm_year == 2026
+
+
+def test_proxy_admits_the_lab_only():
+    conf = lab.proxy_config("10.89.78.1", 8766, "10.89.78.0/24", Path("/c/proxy.log"), Path("/c/proxy.filter"))
+    lines = conf.splitlines()
+    for want in ("Listen 10.89.78.1", "Port 8766", "Allow 10.89.78.0/24", "FilterDefaultDeny Yes",
+                 'Filter "/c/proxy.filter"', 'LogFile "/c/proxy.log"', "LogLevel Connect"):
+        assert want in lines
+    assert lab.proxy_filter(["10.89.78.1", "huggingface.co"]) == "^10\\.89\\.78\\.1$\n^huggingface\\.co$\n"
+
+
+def test_lab_inventory_points_at_the_lab_servers():
+    """The committed lab variables name the wheelhouse and the proxy that lab.py serves."""
+    shared = yaml.safe_load((lab.ROOT / "inventories/lab/group_vars/all/lab.yml").read_text())
+    assert shared["sglang_wheelhouse_url"] == lab.wheel_url()
+    assert shared["cluster_http_proxy"] == shared["cluster_https_proxy"] == lab.proxy_url()
