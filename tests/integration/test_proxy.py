@@ -127,8 +127,6 @@ def test_hub_download_goes_through_the_proxy(hub_with_token):
     assert hub_clients(requests) == {h["ipv4"] for h in HOSTS}, requests[-10:]
 
 
-@pytest.mark.xfail(strict=True, reason="roles/sglang/tasks/model.yml fails with the downloader's raw "
-                   "traceback (httpx.ProxyError) instead of a message naming host, variable and fix")
 def test_hub_download_failure_is_explained(hub_with_token):
     run, _ = hub_with_token
     assert "Traceback" not in run.out
@@ -137,8 +135,6 @@ def test_hub_download_failure_is_explained(hub_with_token):
         assert h["name"] in said and "sglang_model_repo" in said and "Fix:" in said, said or run.out[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="roles/sglang/tasks/model.yml sets HF_TOKEN_PATH='' without a "
-                   "token; huggingface_hub then reads '.' (IsADirectoryError) before any request")
 def test_hub_download_without_a_token_goes_through_the_proxy(hub_without_token):
     run, requests = hub_without_token
     assert run.rc != 0, run.out[-3000:]
