@@ -1,0 +1,69 @@
+"""A broken inventory leaves the lab hosts byte-for-byte as they were: the plan refuses it on the
+controller, before any connection, with deploy.yml run exactly as an operator runs it.
+
+One inventory per refusal class of tests/unit/fixtures/broken/ (the unit corpus proves each
+message; this proves that nothing reaches a host): every file under the system's configuration
+and install trees hashed, every unit file, user, group and nftables table, and the count of SSH
+logins sshd logged, before and after.
+"""
+
+import shutil
+
+import pytest
+import yaml
+from conftest import H1, H2, INVENTORY, on_host, playbook
+
+# Byte for byte: every regular file's hash, every path's type, mode and owner. Left out of
+# /var/lib, where running services keep changing state on their own: systemd's timestamps, the
+# package manager, and the cluster's data directory (Ray's session files, when an earlier test of
+# the session deployed).
+STATE = {
+    "files": "find /etc /opt /usr/local /srv /root /home -xdev -type f -print0 2>/dev/null | LC_ALL=C sort -z "
+             "| xargs -0 -r sha256sum",
+    "paths": "find /etc /opt /usr/local /srv /root /home /var/lib -xdev \\( -path /var/lib/systemd -o "
+             "-path /var/lib/apt -o -path /var/lib/dpkg -o -path '/var/lib/sglang*' \\) -prune -o -printf '%y %m %u:%g %p\\n' "
+             "| LC_ALL=C sort",
+    "unit files": "systemctl list-unit-files --no-legend --no-pager | awk '$2 != \"transient\"' | sort",
+    "users": "getent passwd",
+    "groups": "getent group",
+    "nft": "nft list ruleset",
+    "ssh logins": "journalctl -q -u ssh.service -o cat | grep -c 'Accepted publickey' || true",
+}
+
+# (what, variables on top of the lab's inventory, the refusal line's start)
+BROKEN = [
+    ("range pin", {"sglang_versions": {"sglang": "0.5.23", "torch": ">=2.13", "ray": "2.60.0", "numpy": "2.3.5"}},
+     "sglang_nodes: sglang_versions: "),
+    ("misspelled variable", {"sglang_tp_size": 8}, "sglang_nodes: sglang_tp_size: "),
+    ("raw type", {"firewall_enabled": "maybe"}, "sglang_nodes: firewall_enabled: "),
+    ("API open to the world", {"firewall_client_cidrs": ["0.0.0.0/0"]}, "sglang_nodes: firewall_client_cidrs: "),
+    ("driver forced on fake GPUs", {"gpu_driver_vendor": "nvidia"}, "sglang_nodes: gpu_driver_vendor: "),
+    ("server env key", {"sglang_server_env": {"BAD-NAME": "1"}}, "sglang_nodes: sglang_server_env: "),
+    ("offline without wheelhouse", {"sglang_wheelhouse_url": ""}, "sglang_nodes: sglang_wheelhouse_url: "),
+]
+
+
+def state(host):
+    return {what: on_host(host, cmd) for what, cmd in STATE.items()}
+
+
+@pytest.fixture(scope="module")
+def before(lab_hosts):
+    return {h: state(h) for h in (H1, H2)}
+
+
+@pytest.mark.parametrize("what,extra,line", BROKEN, ids=[b[0] for b in BROKEN])
+def test_refused_before_any_host_changes(before, tmp_path, what, extra, line):
+    inv = tmp_path / "inventory"
+    shutil.copytree(INVENTORY / "group_vars", inv / "group_vars")
+    shutil.copy(INVENTORY / "hosts.yml", inv / "hosts.yml")
+    # group_vars/all outranks the inventory file's own vars: the case goes last in that directory.
+    (inv / "group_vars/all/zz_broken.yml").write_text(yaml.safe_dump(extra))
+    run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
+    assert run.rc == 2, run.out[-3000:]
+    assert "no host was contacted" in run.out and "\n        - " + line in run.out, (what, run.out[-3000:])
+    assert run.out.count("\n        - ") == 1, (what, run.out[-3000:])
+    for host in (H1, H2):
+        after = state(host)
+        changed = [k for k in STATE if after[k] != before[host][k]]
+        assert not changed, "%s changed %s on %s" % (what, changed, host)
