@@ -67,3 +67,31 @@ def test_refused_before_any_host_changes(before, tmp_path, what, extra, line):
         after = state(host)
         changed = [k for k in STATE if after[k] != before[host][k]]
         assert not changed, "%s changed %s on %s" % (what, changed, host)
+
+
+# What the firewall, Ray and the servers have on a host: unit files (content), whether and since
+# when each unit runs, the nftables ruleset. SGLang's own check must refuse before any of it moves.
+SERVICES = (
+    "for u in $(systemctl list-unit-files --no-legend 'sglang*' | awk '{print $1}'); do "
+    "echo \"$u $(systemctl show -p ActiveState -p ActiveEnterTimestamp --value $u | tr '\\n' ' ')\"; "
+    "sha256sum /etc/systemd/system/$u 2>/dev/null; done; nft list ruleset"
+)
+
+
+def test_sglang_rejects_arguments_before_firewall_ray_or_servers_change(lab_hosts, tmp_path):
+    """Arguments only SGLang's own parser can judge (the plan cannot) are refused right after the
+    install, by the installed SGLang on every rank, before the firewall, Ray or a server unit."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(INVENTORY / "group_vars", inv / "group_vars")
+    shutil.copy(INVENTORY / "hosts.yml", inv / "hosts.yml")
+    group_vars = inv / "group_vars/lab_model.yml"  # a group's own value outranks group_vars/all
+    model_group = yaml.safe_load(group_vars.read_text())
+    model_group["sglang_extra_args"] = model_group.get("sglang_extra_args", []) + ["--mem-fraction-static", "lots"]
+    group_vars.write_text(yaml.safe_dump(model_group))
+    services = {h: on_host(h, SERVICES) for h in (H1, H2)}
+    run = playbook("playbooks/deploy.yml", inv / "hosts.yml")
+    assert run.rc == 2, run.out[-3000:]
+    assert "SGLang rejects the arguments of" in run.out and "--mem-fraction-static" in run.out, run.out[-3000:]
+    after_install = run.out.split("PLAY [Preflight after install", 1)[1]
+    assert "PLAY [Firewall" not in after_install and "PLAY [Start Ray" not in after_install
+    assert {h: on_host(h, SERVICES) for h in (H1, H2)} == services
