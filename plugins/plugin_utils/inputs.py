@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import install, model, server
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import firewall, install, model, server
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     DEFAULTS,
     OPTION_TYPES,
@@ -399,14 +399,13 @@ def _firewall(res, host, v, hv):
     fail = res.fail
     nets = []
     if res.ok(host, "firewall_client_cidrs"):
-        for cidr in v["firewall_client_cidrs"] or []:
-            try:
-                nets.append(ipaddress.ip_network(str(cidr), strict=False))
-            except ValueError:
-                fail(host, "firewall_client_cidrs", "%r is not a CIDR" % (cidr,),
-                     "write networks as ADDRESS/PREFIX, e.g. 198.51.100.0/24")
-                nets = []
-                break
+        cidrs = v["firewall_client_cidrs"] or []
+        try:
+            firewall._split(cidrs)  # pylint: disable=protected-access  (the ruleset's own parse)
+            nets = [ipaddress.ip_network(str(c), strict=False) for c in cidrs]
+        except ValueError as exc:
+            fail(host, "firewall_client_cidrs", "not a list of networks (%s)" % exc,
+                 "write networks as ADDRESS/PREFIX, e.g. 198.51.100.0/24")
     cluster = []
     for cidr in v.get("cluster_cidrs") or []:
         try:
