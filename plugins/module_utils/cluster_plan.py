@@ -206,7 +206,7 @@ def report(items, hosts, groups=None):
                 where = ", ".join(sorted(wheres, key=lambda w: order.get(w, len(order))))
         rank = -1 if where == ROOT_GROUP else min(order.get(w, len(order)) for w in wheres)
         lines.append((rank, where, key, format_problem((where, key, problem, fix))))
-    return [line for _, _, _, line in sorted(lines, key=lambda t: t[:3])]
+    return [item[3] for item in sorted(lines, key=lambda t: t[:3])]
 
 
 def format_hostport(ip, port):

@@ -127,9 +127,9 @@ def _type_fix(key, typ, elements, choices):
     if choices:
         return "set %s to one of %s" % (key, ", ".join(str(c) for c in choices))
     if typ == "list":
+        items = TYPE_WORDS.get(elements or "raw", "values").replace("an ", "").replace("a ", "") + "s"
         return ("write %s as a YAML list of %s, one item per line or [a, b]; on the command line "
-                "-e '{\"%s\": [...]}'" % (key, TYPE_WORDS.get(elements or "raw", "values")
-                                       .replace("an ", "").replace("a ", "") + "s", key))
+                "-e '{\"%s\": [...]}'" % (key, items, key))
     if typ == "bool":
         return "write %s: true or %s: false, without quotes" % (key, key)
     if typ in ("str", "path"):
@@ -162,8 +162,8 @@ def judge_value(key, value, spec):
     found = _control(value)
     if found:
         where, char, pos = found
-        problem = ("contains a control character%s" % ((" (%r at position %d%s)" % (char, pos, where))
-                                                        if not secret else ""))
+        detail = "" if secret else " (%r at position %d%s)" % (char, pos, where)
+        problem = "contains a control character%s" % detail
         return None, (problem, "remove line breaks, tabs and other control characters (a value read "
                                "from a file keeps its trailing newline: add | trim)")
     try:
@@ -385,7 +385,9 @@ def _relations(res, host, v, hv, check_mode):
 
 def _cluster_ports(v):
     """(name, first, last) of every port the plan gives this host, from the judged values."""
-    get = lambda k: v.get(k) if v.get(k) is not None else DEFAULTS[k]  # noqa: E731
+    def get(key):
+        return v.get(key) if v.get(key) is not None else DEFAULTS[key]
+
     ports = [(k, get(k), get(k)) for k in RAY_PORT_KEYS + ("sglang_port",)]
     ports.append(("ray_min_worker_port", get("ray_min_worker_port"), get("ray_max_worker_port")))
     dist, span = get("sglang_dist_init_port"), get("sglang_dist_port_span")
@@ -401,7 +403,8 @@ def _firewall(res, host, v, hv):
     if res.ok(host, "firewall_client_cidrs"):
         cidrs = v["firewall_client_cidrs"] or []
         try:
-            firewall._split(cidrs)  # pylint: disable=protected-access  (the ruleset's own parse)
+            # The ruleset's own parse, not a second copy.
+            firewall._split(cidrs)  # pylint: disable=protected-access
             nets = [ipaddress.ip_network(str(c), strict=False) for c in cidrs]
         except ValueError as exc:
             fail(host, "firewall_client_cidrs", "not a list of networks (%s)" % exc,
@@ -438,4 +441,3 @@ def _firewall(res, host, v, hv):
             fail(host, "firewall_dynamic_ports", "%r is not a port range FIRST-LAST" % (dyn,),
                  "write FIRST-LAST between 1024 and 65535, e.g. 32768-60999 (net.ipv4.ip_local_port_range), "
                  "or leave it empty")
-

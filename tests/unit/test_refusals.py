@@ -73,9 +73,9 @@ def runs(tmp_path_factory):
 
 def problem_lines(output):
     """The refusal's problem lines (the `- ...` lines after 'no host was contacted:')."""
-    _, sep, rest = output.partition("no host was contacted:")
-    if not sep:
+    if "no host was contacted:" not in output:
         return []
+    rest = output.split("no host was contacted:", 1)[1]
     lines = []
     for line in rest.splitlines()[1:]:
         match = LINE.match(line)

@@ -73,7 +73,7 @@ def test_refused_with_the_value_and_a_fix(value, spec, problem, fix):
     ({"a": "SECRET3"}, {"type": "str", "no_log": True}),
 ])
 def test_secrets_never_echoed(value, spec):
-    _, bad = inputs.judge_value("sglang_server_api_key", value, spec)
+    bad = inputs.judge_value("sglang_server_api_key", value, spec)[1]
     assert bad and "SECRET" not in repr(bad)
 
 

@@ -55,15 +55,13 @@ def main():
     running = set()
     for case in cases:
         while len(running) >= workers:
-            pid, _ = os.wait()
-            running.discard(pid)
+            running.discard(os.wait()[0])
         pid = os.fork()
         if pid == 0:
             run_one(case, outdir)
         running.add(pid)
     while running:
-        pid, _ = os.wait()
-        running.discard(pid)
+        running.discard(os.wait()[0])
 
 
 if __name__ == "__main__":
