@@ -69,7 +69,7 @@ def test_example_inventory_plans(tmp_path):
     committed = start_plan(tmp_path, "committed", EXAMPLE)  # both at once: ansible starts slowly
     vaulted = start_plan(tmp_path, "vaulted", inventory, "--vault-password-file", str(password), "-e",
                          json.dumps({"firewall_client_cidrs": ["198.51.100.0/24"], "sglang_api_key_required": True}))
-    plan, _ = finish(committed)
+    plan = finish(committed)[0]
     assert plan["hosts"] == ["gpu-a-0", "gpu-a-1", "gpu-b-0"]
     groups = {name: (g["nnodes"], g["tp"], g["rank0"]) for name, g in plan["groups"].items()}
     assert groups == {"llama70b": (2, 16, "gpu-a-0"), "qwen32b": (1, 8, "gpu-b-0")}
