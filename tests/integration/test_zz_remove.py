@@ -5,6 +5,7 @@ takes the cluster the other modules use away. It compares each host's unit files
 groups and nftables tables with the snapshot conftest.py took when the hosts came up fresh.
 """
 
+import re
 import shutil
 
 import pytest
@@ -20,6 +21,13 @@ LAYOUT = layout(DEFAULTS, ["lab_model"])
 DATA = LAYOUT["data_dir"] + "/"
 USER = DEFAULTS["cluster_user"]
 MODEL = yaml.safe_load((ROOT / "inventories/lab/group_vars/lab_model.yml").read_text())["sglang_model_path"]
+# Left on the hosts by another module, never by a deploy, and not remove.yml's to take away:
+# test_firewall.py enables ufw and ends with `ufw --force reset`, which keeps ufw's rules files as
+# NAME.rules.YYYYMMDD_HHMMSS, and ufw (through iptables-nft) leaves its tables behind.
+LEFT_BY_OTHER_TESTS = {
+    "paths": re.compile(r"/etc/ufw/(user|user6|before|before6|after|after6)\.rules\.\d{8}_\d{6}"),
+    "nft tables": re.compile(r"table (ip|ip6) filter"),
+}
 
 
 def changed(run):
@@ -35,7 +43,8 @@ def differences(want, have):
     found = {}
     for host in HOSTS:
         for what, lines in want[host].items():
-            extra = sorted(set(have[host][what]) - set(lines))
+            extra = sorted(line for line in set(have[host][what]) - set(lines)
+                           if what not in LEFT_BY_OTHER_TESTS or not LEFT_BY_OTHER_TESTS[what].fullmatch(line))
             gone = sorted(set(lines) - set(have[host][what]))
             if extra or gone:
                 found.setdefault(host, {})[what] = {"left behind": extra, "missing": gone}
