@@ -18,8 +18,11 @@ from conftest import H1, H2, INVENTORY, on_host, playbook
 # package manager, and the cluster's data directory (Ray's session files, when an earlier test of
 # the session deployed).
 STATE = {
-    "files": "find /etc /opt /usr/local /srv /root /home -xdev -type f -print0 2>/dev/null | LC_ALL=C sort -z "
+    "files": "find /etc /usr/local /srv /root /home -xdev -type f -print0 2>/dev/null | LC_ALL=C sort -z "
              "| xargs -0 -r sha256sum",
+    # The venv (3.7 GB on a deployed host) by size and change time: any write to a file moves its
+    # ctime, and hashing it for every case would take minutes.
+    "venv": "find /opt -xdev -printf '%s %C@ %m %u %p\\n' | LC_ALL=C sort",
     "paths": "find /etc /opt /usr/local /srv /root /home /var/lib -xdev \\( -path /var/lib/systemd -o "
              "-path /var/lib/apt -o -path /var/lib/dpkg -o -path '/var/lib/sglang*' \\) -prune -o -printf '%y %m %u:%g %p\\n' "
              "| LC_ALL=C sort",
