@@ -39,7 +39,9 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
         # The key is enforced where it lands: the router (which runs here; SGLang cannot) gets it
         # from its 0600 file through the launcher and refuses requests without it.
         on_host(H1, "systemctl start sglang-router")
-        codes = on_host(H1, "sleep 8; for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
+        # Until the router answers at all (any HTTP status), at most 60 s on a loaded machine.
+        codes = on_host(H1, "for i in $(seq 60); do curl -s -m 2 -o /dev/null http://127.0.0.1:30080/health && break; "
+                        "sleep 1; done; for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
                         "curl -s -m 10 -o /dev/null -w '%%{http_code} ' -H \"$k\" -H 'Content-Type: application/json' "
                         "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}' "
                         "http://127.0.0.1:30080/v1/chat/completions; done" % api_key).split()
