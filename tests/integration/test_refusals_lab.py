@@ -29,7 +29,7 @@ STATE = {
     "unit files": "systemctl list-unit-files --no-legend --no-pager | awk '$2 != \"transient\"' | sort",
     "users": "getent passwd",
     "groups": "getent group",
-    "nft": "nft list ruleset",
+    "nft": "nft -s list ruleset",  # -s: no counters (traffic moves them)
     "ssh logins": "journalctl -q -u ssh.service -o cat | grep -c 'Accepted publickey' || true",
 }
 
@@ -77,7 +77,7 @@ def test_refused_before_any_host_changes(before, tmp_path, what, extra, line):
 SERVICES = (
     "for u in $(systemctl list-unit-files --no-legend 'sglang*' | awk '{print $1}'); do "
     "echo \"$u $(systemctl show -p ActiveState -p ActiveEnterTimestamp --value $u | tr '\\n' ' ')\"; "
-    "sha256sum /etc/systemd/system/$u 2>/dev/null; done; nft list ruleset"
+    "sha256sum /etc/systemd/system/$u 2>/dev/null; done; nft -s list ruleset"
 )
 
 
