@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from conftest import HOSTS, INVENTORY, ROOT, lab, on_host, playbook
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
 
-TEST_MODEL_DIR = "/var/lib/sglang/models/proxy-test"
+DATA, CONFIG = DEFAULTS["sglang_data_dir"], DEFAULTS["cluster_config_dir"]  # the lab keeps the defaults
+TEST_MODEL_DIR = DATA + "/models/proxy-test"
 # A repository that does not exist, in case the hub is reachable after all: the download fails
 # either way, and nothing real is fetched.
 TEST_REPO = "sglang-ops/no-such-model"
@@ -82,9 +84,9 @@ def test_wheels_come_through_the_proxy(deployed):
 
 
 # What an install with a Hugging Face model may touch on a node; it must look the same afterwards.
-STATE = ("for d in /etc/sglang /var/lib/sglang /var/lib/sglang/models /var/lib/sglang/.cache; "
-         "do echo \"$d:\"; ls -A \"$d\" 2>/dev/null; done; true")
-TOKEN_FILE = "/etc/sglang/hf-token"
+STATE = ("for d in {c} {d} {d}/models {d}/.cache; do echo \"$d:\"; ls -A \"$d\" 2>/dev/null; done; true"
+         .format(c=CONFIG, d=DATA))
+TOKEN_FILE = CONFIG + "/hf-token"
 
 
 def install_from_hub(*extra):
