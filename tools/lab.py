@@ -87,8 +87,16 @@ IMAGE_PACKAGES = (
     "nftables,procps,curl,ca-certificates,iputils-ping,netbase,netcat-openbsd,"
     # Installed, not running: the firewall tests turn one on to play a host that uses it
     # (firewalld needs polkitd, which needs a logind: libpam-systemd).
-    "libpam-systemd,firewalld,ufw"
+    "libpam-systemd,firewalld,ufw,"
+    # Installed, not running: real components that tests start where they need them (SLURM
+    # with munge, Prometheus and the node exporter, the RDMA tools that report "no device").
+    "munge,slurm-wlm,prometheus,prometheus-node-exporter,ibverbs-utils,perftest,openssl"
 )
+# Enabled by their packages; a lab host starts with none of them (tests turn them on).
+DISABLED_UNITS = [
+    "firewalld.service", "munge.service", "slurmctld.service", "slurmd.service",
+    "prometheus.service", "prometheus-node-exporter.service",
+]
 # Units that make no sense in a container: no tty, no udev, no real kernel filesystems.
 MASKED_UNITS = [
     "getty@.service", "serial-getty@.service", "console-getty.service", "getty.target",
@@ -264,8 +272,8 @@ def deps(_args=None) -> None:
 
 def image_hash() -> str:
     h = hashlib.sha256()
-    for part in (IMAGE_PACKAGES, "\n".join(MASKED_UNITS), HOSTKEY_UNIT, SSHD_CONF, MIRROR,
-                 KEY.with_suffix(".pub").read_text()):
+    for part in (IMAGE_PACKAGES, "\n".join(MASKED_UNITS), "\n".join(DISABLED_UNITS), HOSTKEY_UNIT,
+                 SSHD_CONF, MIRROR, KEY.with_suffix(".pub").read_text()):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -300,7 +308,9 @@ def image(args=None) -> None:
         (root / "etc/ssh/sshd_config.d/lab.conf").write_text(SSHD_CONF)
         run("chroot", str(root), "systemctl", "enable", "ssh.service", "ssh-hostkey.service",
             capture=True)
-        run("chroot", str(root), "systemctl", "disable", "firewalld.service", capture=True)
+        run("chroot", str(root), "systemctl", "disable", *DISABLED_UNITS, capture=True)
+        for timer in (root / "lib/systemd/system").glob("prometheus-node-exporter-*.timer"):
+            run("chroot", str(root), "systemctl", "disable", timer.name, capture=True)
         dot_ssh = root / "root/.ssh"
         dot_ssh.mkdir(mode=0o700, exist_ok=True)
         (dot_ssh / "authorized_keys").write_text(KEY.with_suffix(".pub").read_text())
