@@ -19,11 +19,13 @@ help:
 	@echo "make sanity     ansible-test sanity on the built collection, installed in a temporary tree"
 	@echo "make galaxy     Galaxy's importer (galaxy-importer) on the built collection, in .venv-galaxy"
 	@echo "make matrix     syntax checks, unit tests and the plan under every claimed ansible-core"
-	@echo "make bench      port mesh wall time on 2, 4 and 8 lab hosts"
+	@echo "make bench      port mesh wall time on 2, 4 and 8 lab hosts; sglang-ops status on 2 and 8"
 
-$(BIN)/.installed: requirements/control.txt requirements/test.txt
+$(BIN)/.installed: requirements/control.txt requirements/test.txt cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements/test.txt
+	# sglang-ops (cli/): editable, it imports the collection's Python from this checkout
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e cli
 	touch $@
 
 venv: $(BIN)/.installed
@@ -76,6 +78,7 @@ molecule: venv deps
 # Mesh wall time on 2, 4 and 8 lab hosts (preflight must pass on each): the slow scenario.
 bench: venv deps
 	$(BIN)/python tools/bench_mesh.py --rounds 3
+	$(BIN)/python tools/bench_cli.py --rounds 3
 
 test: unit lint syntax collection sanity galaxy matrix integration molecule bench
 

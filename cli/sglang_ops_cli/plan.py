@@ -1,0 +1,119 @@
+"""The cluster plan of an inventory, computed by the collection's own Python.
+
+Why this exists: sglang-ops must name the same units, ranks, paths and start decisions as the
+roles. So it runs what the `cluster_plan` action plugin runs (plugin_utils.inputs.judge for
+the roles' options and their defaults, then module_utils.cluster_plan.build_plan) and asks
+module_utils.node_spec for every per-node decision; nothing here computes a plan value.
+"""
+
+from __future__ import annotations
+
+from sglang_ops_cli import collection_path
+from sglang_ops_cli.inventory import SSH_KEYS, InventoryError, ssh_target
+
+collection_path()
+
+# pylint: disable=wrong-import-position
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import cluster_plan, node_spec, server  # noqa: E402
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs  # noqa: E402
+
+# The sglang_server role's options that decide what runs (roles/sglang_server/tasks/preflight.yml
+# hands the same ones to node_spec).
+SETTINGS = {"server_start": "sglang_server_start", "fence": "sglang_server_fence"}
+
+
+class Cluster:
+    """The plan, each node's decisions (node_spec), the role settings and the SSH targets."""
+
+    def __init__(self, plan, values, targets):
+        self.plan = plan
+        self.values = values
+        self.targets = targets
+        self.specs = {h: node_spec.node_spec(plan, h, self.settings(h)) for h in plan["hosts"]}
+
+    def settings(self, host):
+        return {k: self.values[host].get(v) for k, v in SETTINGS.items()}
+
+    def value(self, name, host=None):
+        return self.values[host or self.plan["hosts"][0]].get(name)
+
+    @property
+    def groups(self):
+        return self.plan["groups"]
+
+    @property
+    def layout(self):
+        return self.plan["layout"]
+
+    def unit(self, group):
+        return server.unit_name(self.plan, group)
+
+    def fence_unit(self, group):
+        return server.fence_unit_name(self.plan, group)
+
+    def fenced(self, group):
+        return self.specs[self.groups[group]["rank0"]]["fenced"]
+
+    def decision(self, group):
+        """{start, reason}: whether the group's ranks are meant to run (deploy and verify agree)."""
+        return self.specs[self.groups[group]["rank0"]]["servers"][group]
+
+    def fence_state_file(self, group):
+        """The coordinator's state file, as server.fence_argv gives it to rank 0's fence."""
+        argv = server.fence_argv(self.plan, group, self.groups[group]["rank0"])
+        return argv[argv.index("--state") + 1] if "--state" in argv else None
+
+    def env_file(self, unit):
+        # The server and router units' EnvironmentFile (roles/sglang_server/templates/sglang.service.j2).
+        return "%s/%s.env" % (self.layout["config_dir"], unit)
+
+    def router_host(self):
+        router = self.plan.get("router")
+        return router["host"] if router else None
+
+    def router_start(self):
+        return all(d["start"] for d in self.specs[self.plan["hosts"][0]]["servers"].values())
+
+    def rank(self, host):
+        return self.plan["nodes"][host]["node_rank"]
+
+    def group_of(self, host):
+        return self.plan["nodes"][host]["group"]
+
+
+def compute(inv, resolver, host_key_checking=True):
+    """Judge the inventory like the action plugin does and return a Cluster, or raise InventoryError."""
+    groups = inv.model_groups()
+    root_hosts = inv.hosts_of(cluster_plan.ROOT_GROUP)
+    specs, names = role_specs.load(), role_specs.roles()
+    prefixes = inputs.namespaces(names)
+    raw, unreadable, ssh = {}, {}, {}
+    for host in root_hosts:
+        values, bad = resolver.host_values(host, lambda n: n.startswith(prefixes) or n in SSH_KEYS)
+        raw[host] = {k: v for k, v in values.items() if k.startswith(prefixes) or k == "ansible_host"}
+        unreadable.update({(host, k): e for k, e in bad.items()})
+        ssh[host] = ssh_target(host, values, host_key_checking)
+    judged = inputs.judge(root_hosts, raw, specs, names, False, unreadable)
+    plain = {}
+    for host in root_hosts:
+        plain[host] = {k: judged.values[host].get(k) for k in cluster_plan.DEFAULTS}
+        if "ansible_host" in raw[host]:
+            plain[host]["ansible_host"] = raw[host]["ansible_host"]
+        plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
+    items = list(judged.problems)
+    heads = inv.hosts_of(cluster_plan.HEAD_GROUP)
+    if len(heads) > 1:
+        items.append((cluster_plan.HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"
+                      % (len(heads), ", ".join(heads)), "keep one host in ray_head"))
+    plan = None
+    try:
+        plan = cluster_plan.build_plan(groups, plain, root_hosts, heads[0] if heads else None,
+                                       refused=judged.refused)
+    except cluster_plan.PlanError as exc:
+        items.extend(exc.items)
+    if items:
+        lines = cluster_plan.report(items, root_hosts, groups)
+        raise InventoryError("the inventory is not a valid SGLang cluster (%d problem%s), as deploy.yml "
+                             "would say:\n- %s" % (len(lines), "" if len(lines) == 1 else "s",
+                                                   "\n- ".join(lines)))
+    return Cluster(plan, judged.values, ssh)
