@@ -16,6 +16,8 @@ import ipaddress
 import posixpath
 import re
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import pd_plan
+
 ROOT_GROUP = "sglang_nodes"
 HEAD_GROUP = "ray_head"
 
@@ -72,6 +74,17 @@ DEFAULTS = {
     "cluster_extra_vars_allowed": [],
     # The loud opt-out: client networks wider than the cluster may reach an API without a key.
     "cluster_allow_unauthenticated_api": False,
+    # Prefill/decode disaggregation, expert parallelism, RDMA (module_utils/pd_plan.py judges them).
+    "sglang_pd_role": "none",
+    "sglang_pd_transfer_backend": "mooncake",
+    "sglang_pd_bootstrap_port": 8998,
+    "sglang_ep": 1,
+    "sglang_moe_a2a_backend": "none",
+    "sglang_enable_eplb": False,
+    "sglang_ep_num_redundant_experts": 0,
+    "cluster_rdma": "auto",
+    "cluster_rdma_devices": [],
+    "cluster_rdma_gid_index": None,
 }
 
 # The type of every plan option, as an argument spec would write it: (type, elements).
@@ -94,6 +107,11 @@ OPTION_TYPES = {
     "cluster_http_proxy": ("str", None), "cluster_https_proxy": ("str", None),
     "cluster_no_proxy": ("list", "str"), "cluster_extra_vars_allowed": ("list", "str"),
     "cluster_allow_unauthenticated_api": ("bool", None),
+    "sglang_pd_role": ("str", None), "sglang_pd_transfer_backend": ("str", None),
+    "sglang_pd_bootstrap_port": ("int", None), "sglang_ep": ("int", None),
+    "sglang_moe_a2a_backend": ("str", None), "sglang_enable_eplb": ("bool", None),
+    "sglang_ep_num_redundant_experts": ("int", None), "cluster_rdma": ("str", None),
+    "cluster_rdma_devices": ("list", "str"), "cluster_rdma_gid_index": ("int", None),
 }
 OPTION_TYPES.update({k: ("int", None) for k in DEFAULTS if k.startswith("ray_") and k.endswith("_port")})
 
@@ -113,6 +131,8 @@ GROUP_KEYS = (
     "sglang_model_path", "sglang_tp", "sglang_pp", "sglang_dp", "sglang_enable_dp_attention",
     "sglang_backend", "sglang_port", "sglang_dist_init_port", "sglang_dist_port_span",
     "sglang_api_key_required", "sglang_extra_args",
+    "sglang_pd_role", "sglang_pd_bootstrap_port", "sglang_ep", "sglang_moe_a2a_backend",
+    "sglang_enable_eplb", "sglang_ep_num_redundant_experts",
 )
 RAY_PORT_KEYS = (
     "ray_gcs_port", "ray_node_manager_port", "ray_object_manager_port",
@@ -126,13 +146,15 @@ LAYOUT_DIRS = ("cluster_venv_dir", "sglang_data_dir", "cluster_config_dir", "clu
 CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
     "ray_min_worker_port", "ray_max_worker_port", "cluster_user", "sglang_router",
     "sglang_router_port", "sglang_router_host", "ray_unit_name", "cluster_http_proxy",
-    "cluster_https_proxy", "cluster_no_proxy")
+    "cluster_https_proxy", "cluster_no_proxy", "sglang_pd_transfer_backend", "cluster_rdma")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
     "--pp-size", "--dp", "--dp-size", "--nnodes", "--node-rank", "--dist-init-addr",
     "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray", "--enable-dp-attention",
-    "--attn-dp-size",
+    "--attn-dp-size", "--disaggregation-mode", "--disaggregation-transfer-backend",
+    "--disaggregation-bootstrap-port", "--disaggregation-ib-device", "--ep-size", "--ep",
+    "--moe-a2a-backend", "--enable-eplb", "--ep-num-redundant-experts",
 )
 # `\Z`, never `$`: `$` also matches before a trailing newline ("eth0\n" would pass).
 IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
@@ -676,6 +698,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
                      "use the same number of GPUs on every node of a group")
         gpus_used = counts.pop() if len(counts) == 1 and None not in counts else None
         par = _check_parallelism(chk, group, hosts, gpus_used)
+        pd_group = pd_plan.check_group(chk, group, first, par, len(hosts))
         model = chk.get(first, "sglang_model_path")
         _check_model_path(chk, group, model)
         backend = chk.get(first, "sglang_backend")
@@ -688,6 +711,9 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         extra_args = _check_extra_args(chk, group, first)
         group_ports = {"sglang_port": chk.port(first, "sglang_port"),
                        "sglang_dist_init_port": chk.port(first, "sglang_dist_init_port")}
+        bootstrap = pd_plan.bootstrap_port(chk, first, pd_group["pd_role"] or "none")
+        if bootstrap is not None:
+            group_ports["sglang_pd_bootstrap_port"] = bootstrap
         span = chk.get(first, "sglang_dist_port_span")
         if not _is_int(span) or span < DIST_NEIGHBOURS:
             chk.fail(group, "sglang_dist_port_span", "%r leaves no room for SGLang's ports just above "
@@ -713,9 +739,16 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             # The group's fence (fate-sharing) listens on the last port of the dist-init span,
             # which the firewall already opens to cluster members only.
             fence_port=dist_port + span if dist_port and span else None,
+            bootstrap_port=bootstrap, **pd_group,
         )
 
+    rdma_nodes, rdma_mode = pd_plan.check_rdma(chk, all_hosts, ROOT_GROUP)
+    for host, fields in rdma_nodes.items():
+        nodes[host].update(fields)
+    pd = pd_plan.check_deployment(chk, all_hosts, groups, ROOT_GROUP)
     router = _router(chk, all_hosts, groups, nodes)
+    if router and pd:
+        router.update(pd_plan.router_targets(groups, nodes, pd, format_hostport))
     proxy_env = _proxy_env(chk, all_hosts[0], [n["cluster_ip"] for n in nodes.values() if n["cluster_ip"]])
     head = ray_head or all_hosts[0]
     if head not in nodes:
@@ -756,6 +789,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         # Whether any node has real GPUs (else SGLang cannot serve anywhere: CPU test hosts).
         "gpus_real": any(n["gpus_real"] for n in nodes.values()),
         "router": router,
+        # The PD deployment (transfer backend, prefill and decode groups), None without one.
+        "pd": pd,
+        # auto: RDMA checked and used where devices exist; required: its absence fails; off.
+        "rdma": {"mode": rdma_mode},
         # The environment of every task that downloads (pip, the Hugging Face hub).
         "proxy_env": proxy_env,
         "groups": groups,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import rdma
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     API_KEY_ENV,
     BACKENDS,
@@ -18,7 +19,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
 
 # Variables the plan owns; sglang_server_env may not override them.
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
-               "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS")
+               "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS") + rdma.NCCL_IB_ENV
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -51,10 +52,39 @@ def _parallel_args(group):
     if group.get("pp", 1) > 1:
         # `--pp` is ambiguous in SGLang 0.5.x (--pp-size, --pp-max-micro-batch-size, ...).
         args += ["--pp-size", str(group["pp"])]
-    if group.get("dp", 1) > 1:
+    if group.get("attn_dp_size", 1) > 1:
+        # SGLang 0.5.23's spelling of DP attention (`--dp-size N --enable-dp-attention` is
+        # deprecated there, and it refuses --dp-size beside --attn-dp-size).
+        args += ["--attn-dp-size", str(group["attn_dp_size"])]
+    elif group.get("dp", 1) > 1:
         args += ["--dp-size", str(group["dp"])]
-        if group["nnodes"] > 1:
-            args += ["--enable-dp-attention"]
+    if group.get("ep_size", 1) > 1:
+        args += ["--ep-size", str(group["ep_size"])]
+    if group.get("moe_a2a_backend", "none") != "none":
+        args += ["--moe-a2a-backend", group["moe_a2a_backend"]]
+    if group.get("enable_eplb"):
+        args += ["--enable-eplb"]
+        if group.get("ep_num_redundant_experts"):
+            args += ["--ep-num-redundant-experts", str(group["ep_num_redundant_experts"])]
+    return args
+
+
+def _pd_args(plan, group, host, opts):
+    """--disaggregation-* of a prefill or decode group's rank on `host` ([] outside PD).
+
+    The IB devices come from the node's pinned cluster_rdma_devices or its RDMA facts
+    (opts["rdma"][host], read by the rdma_info module), nearest NIC per GPU when known.
+    """
+    if group.get("pd_role", "none") == "none" or not plan.get("pd"):
+        return []
+    args = ["--disaggregation-mode", group["pd_role"],
+            "--disaggregation-transfer-backend", plan["pd"]["transfer_backend"]]
+    if group["pd_role"] == "prefill":
+        args += ["--disaggregation-bootstrap-port", str(group["bootstrap_port"])]
+    facts = (opts.get("rdma") or {}).get(host)
+    device = rdma.ib_device_arg(plan["nodes"][host], facts, plan.get("rdma", {}).get("mode", "auto"))
+    if device:
+        args += ["--disaggregation-ib-device", device]
     return args
 
 
@@ -86,6 +116,8 @@ def node_environment(plan, host, opts):
             env["HIP_VISIBLE_DEVICES"] = node["cuda_visible_devices"]
     if opts.get("nccl_debug"):
         env["NCCL_DEBUG"] = opts["nccl_debug"]
+    env.update(rdma.nccl_env(node, (opts.get("rdma") or {}).get(host),
+                             plan.get("rdma", {}).get("mode", "auto")))
     if opts.get("hf_offline"):
         env["HF_HUB_OFFLINE"] = "1"
     if opts.get("hf_token"):
@@ -136,7 +168,7 @@ def group_units(plan, group_name, opts):
         return units
     for host in group["hosts"]:
         rank = plan["nodes"][host]["node_rank"]
-        argv = list(base)
+        argv = list(base) + _pd_args(plan, group, host, opts)
         if group["nnodes"] > 1:
             argv += ["--nnodes", str(group["nnodes"]), "--node-rank", str(rank),
                      "--dist-init-addr", group["dist_init_addr"]]
@@ -199,7 +231,16 @@ def router_unit(plan, opts):
     if not router:
         return {}
     node = plan["nodes"][router["host"]]
-    argv = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--router", "--worker-urls"] + list(router["workers"]) + [
+    if router.get("pd"):
+        # PD mode: each prefill server with its bootstrap port, each decode server.
+        targets = ["--pd-disaggregation"]
+        for prefill in router["prefill"]:
+            targets += ["--prefill", prefill["url"], str(prefill["bootstrap_port"])]
+        for url in router["decode"]:
+            targets += ["--decode", url]
+    else:
+        targets = ["--worker-urls"] + list(router["workers"])
+    argv = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--router"] + targets + [
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
         "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}

@@ -51,7 +51,7 @@ RAY_MANAGED = ("--head", "--port", "--address", "--node-ip-address", "--num-gpus
                "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
                "--runtime-env-agent-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
                "--metrics-export-port", "--min-worker-port", "--max-worker-port")
-ROUTER_MANAGED = ("--worker-urls", "--host", "--port", "--api-key")
+ROUTER_MANAGED = ("--worker-urls", "--host", "--port", "--api-key", "--pd-disaggregation", "--prefill", "--decode")
 VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*\Z")
 # One released version (PEP 440 without ranges, wildcards or markers): 2.14.1, 0.5.23.post1, 2.13.0+cpu.
 PIN_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+!_-]*\Z")

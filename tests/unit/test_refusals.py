@@ -43,6 +43,14 @@ def inventory(case):
     if "inventory" in case:
         return case["inventory"]
     hosts = {h: dict(v, **case.get(h, {})) for h, v in BASE_HOSTS.items()}
+    if case.get("base") == "pd":
+        # A PD deployment: gpu0 alone in the prefill group, gpu1 alone in the decode group.
+        return {"all": {"vars": {**BASE_ALL, "sglang_router": True, **case.get("all", {})}, "children": {
+            "sglang_nodes": {"children": {
+                "prefill": {"hosts": {"gpu0": hosts["gpu0"]},
+                            "vars": {**BASE_GROUP, "sglang_pd_role": "prefill", **case.get("prefill", {})}},
+                "decode": {"hosts": {"gpu1": hosts["gpu1"]},
+                           "vars": {**BASE_GROUP, "sglang_pd_role": "decode", **case.get("decode", {})}}}}}}}
     return {"all": {"vars": dict(BASE_ALL, **case.get("all", {})), "children": {"sglang_nodes": {"children": {
         "llama": {"hosts": hosts, "vars": dict(BASE_GROUP, **case.get("group", {}))}}}}}}
 
@@ -89,7 +97,8 @@ def test_corpus_size_and_classes():
     ids = [c["id"] for c in CASES]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     assert len([c for c in CASES if c.get("rc", 2) != 0]) >= 80
-    assert {c["class"] for c in CASES} >= {"unsafe", "late", "types", "unknown", "noise", "secrets", "valid"}
+    assert {c["class"] for c in CASES} >= {"unsafe", "late", "types", "unknown", "noise", "secrets", "valid", "pd"}
+    assert len([c for c in CASES if c["class"] == "pd" and c.get("rc", 2) != 0]) >= 20
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])

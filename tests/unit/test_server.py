@@ -69,7 +69,10 @@ def test_pipeline_parallel_uses_the_unambiguous_flag():
 
 def test_dp_attention_across_nodes():
     argv = group_units(plan_for(2, 8, sglang_dp=4, sglang_enable_dp_attention=True), "llama", OPTS)["gpu0"]["argv"]
-    assert flag(argv, "--dp-size") == "4" and "--enable-dp-attention" in argv
+    # SGLang 0.5.23's spelling: --attn-dp-size alone (it refuses --dp-size beside it, and
+    # --enable-dp-attention is deprecated).
+    assert flag(argv, "--attn-dp-size") == "4"
+    assert "--dp-size" not in argv and "--enable-dp-attention" not in argv
 
 
 def test_single_node_group_has_no_rendezvous():
@@ -79,12 +82,12 @@ def test_single_node_group_has_no_rendezvous():
 
 def test_extra_args_and_env_appended():
     plan = plan_for(sglang_extra_args=["--load-format", "dummy", "--mem-fraction-static=0.8"])
-    units = group_units(plan, "llama", dict(OPTS, env={"NCCL_IB_HCA": "mlx5"}, nccl_debug="INFO",
+    units = group_units(plan, "llama", dict(OPTS, env={"NCCL_NET_GDR_LEVEL": "PHB"}, nccl_debug="INFO",
                                             hf_offline=True, host="10.0.0.10"))
     argv, env = units["gpu0"]["argv"], units["gpu0"]["env"]
     assert argv[-3:] == ["--load-format", "dummy", "--mem-fraction-static=0.8"]
     assert flag(argv, "--host") == "10.0.0.10"
-    assert env["NCCL_IB_HCA"] == "mlx5" and env["NCCL_DEBUG"] == "INFO" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["NCCL_NET_GDR_LEVEL"] == "PHB" and env["NCCL_DEBUG"] == "INFO" and env["HF_HUB_OFFLINE"] == "1"
 
 
 @pytest.mark.parametrize("env, message", [
