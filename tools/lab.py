@@ -17,6 +17,7 @@ Molecule's create/destroy call this same tool, so there is one way test hosts ar
     lab.py up [-n N]            deps + image + hosts + wheelhouse + proxy + inventory
     lab.py down                 remove this prefix's hosts (and the wheel server and proxy if none remain)
     lab.py list                 name, IPv4, IPv6, state
+    lab.py slurm up|down        a real SLURM cluster on this prefix's hosts (munge, slurmctld, slurmd)
     lab.py inventory            print the inventory path (written by `up`)
 """
 from __future__ import annotations
@@ -612,6 +613,124 @@ def list_hosts(args) -> None:
                   "{{.State.Status}}", name))
 
 
+# --- SLURM ---------------------------------------------------------------------------------
+# Debian's slurm-wlm and munge are in the image, disabled. `lab.py slurm up` turns this prefix's
+# hosts into one SLURM cluster: slurmctld on host 1, slurmd on every host, one shared munge key.
+# Everything it writes is runtime state under /run (tmpfs) except /etc/slurm/slurm.conf, which
+# SLURM's daemons and commands read from there: `slurm down` removes exactly that, so a host
+# is afterwards as it was (the integration lab's remove test compares every host to a snapshot).
+SLURM_RUN = "/run/sglang-lab-slurm"
+SLURM_CONF = "/etc/slurm/slurm.conf"
+# munged with its key, seed and log under /run, so /etc/munge and /var/lib/munge stay untouched.
+MUNGE_DROPIN = "/run/systemd/system/munge.service.d/sglang-lab.conf"
+SLURM_UNITS = ("slurmctld.service", "slurmd.service", "munge.service")
+# No GPUs as generic resources: slurmd 22.05 counts a gres/gpu only through its device files, and
+# with a bare `Name=gpu Count=4` it registers 0 and SLURM drains the node ("gres/gpu count
+# reported lower than configured (0 < 4)"). Jobs on the lab therefore ask for no --gres.
+
+
+def slurm_conf(hosts: list[dict], cpus: int, memory_mb: int) -> str:
+    """slurm.conf for lab hosts: the controller on host 1, every host a node of partition `lab`.
+
+    No cgroup plugins (a container's cgroup is not SLURM's to split), no accounting daemon;
+    state, spool, pid and log files under /run."""
+    ctld = hosts[0]
+    nodes = "".join(f"NodeName={h['name']} NodeAddr={h['ipv4']} CPUs={cpus} RealMemory={memory_mb} "
+                    "State=UNKNOWN\n" for h in hosts)
+    return (
+        "# Written by tools/lab.py slurm up; removed by `slurm down`.\n"
+        "ClusterName=sglanglab\n"
+        f"SlurmctldHost={ctld['name']}({ctld['ipv4']})\n"
+        "SlurmUser=slurm\n"
+        "AuthType=auth/munge\n"
+        "CredType=cred/munge\n"
+        f"StateSaveLocation={SLURM_RUN}/ctld\n"
+        f"SlurmdSpoolDir={SLURM_RUN}/d\n"
+        f"SlurmctldPidFile={SLURM_RUN}/slurmctld.pid\n"
+        f"SlurmdPidFile={SLURM_RUN}/slurmd.pid\n"
+        f"SlurmctldLogFile={SLURM_RUN}/slurmctld.log\n"
+        f"SlurmdLogFile={SLURM_RUN}/slurmd.log\n"
+        "ProctrackType=proctrack/linuxproc\n"
+        "TaskPlugin=task/none\n"
+        "JobAcctGatherType=jobacct_gather/none\n"
+        "AccountingStorageType=accounting_storage/none\n"
+        "SchedulerType=sched/backfill\n"
+        "SelectType=select/cons_tres\n"
+        "SelectTypeParameters=CR_Core\n"
+        "MpiDefault=none\n"
+        "ReturnToService=2\n"
+        # Short: a test submits, waits and cancels within seconds.
+        "KillWait=10\n"
+        "MinJobAge=300\n"
+        + nodes
+        + "PartitionName=lab Nodes=ALL Default=YES MaxTime=60 MaxNodes=%d State=UP\n" % len(hosts)
+    )
+
+
+MUNGE_DROPIN_TEXT = (
+    "# Written by tools/lab.py slurm up (runtime only): the lab's shared key, state under /run.\n"
+    "[Service]\nExecStart=\n"
+    f"ExecStart=/usr/sbin/munged --key-file={SLURM_RUN}/munge/munge.key "
+    f"--seed-file={SLURM_RUN}/munge/munged.seed --log-file={SLURM_RUN}/munge/munged.log\n"
+)
+
+
+def _exec(host: str, command: str, stdin: bytes | None = None) -> str:
+    proc = subprocess.run(["podman", "exec", "-i", host, "sh", "-c", command], input=stdin,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise SystemExit(f"lab: {host}: `{command}` failed: {proc.stderr.decode().strip()}")
+    return proc.stdout.decode()
+
+
+def _host_addresses(prefix: str) -> list[dict]:
+    fmt = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+    return [{"name": n, "ipv4": out("podman", "inspect", "-f", fmt, n)} for n in containers(prefix)]
+
+
+def slurm(args) -> None:
+    hosts = _host_addresses(args.prefix)
+    if not hosts:
+        raise SystemExit(f"lab: no hosts with prefix '{args.prefix}': run `lab.py up --prefix {args.prefix}` first")
+    t0 = time.monotonic()
+    if args.action == "down":
+        for h in hosts:
+            _exec(h["name"], "systemctl stop %s; rm -rf %s %s %s; rmdir %s 2>/dev/null; "
+                  "systemctl daemon-reload; systemctl reset-failed %s 2>/dev/null; true"
+                  % (" ".join(SLURM_UNITS), SLURM_RUN, SLURM_CONF, MUNGE_DROPIN,
+                     os.path.dirname(MUNGE_DROPIN), " ".join(SLURM_UNITS)))
+        log(f"SLURM stopped and removed on {', '.join(h['name'] for h in hosts)}")
+        return
+    key = os.urandom(1024)
+    cpus = int(_exec(hosts[0]["name"], "nproc").strip())
+    conf = slurm_conf(hosts, cpus, args.memory_mb)
+    for h in hosts:
+        name = h["name"]
+        _exec(name, f"install -d -m 0755 {SLURM_RUN} && install -d -o munge -g munge -m 0700 {SLURM_RUN}/munge "
+              f"&& install -d -o slurm -g slurm -m 0755 {SLURM_RUN}/ctld {SLURM_RUN}/d "
+              f"&& install -d -m 0755 {os.path.dirname(MUNGE_DROPIN)}")
+        _exec(name, f"cat > {SLURM_RUN}/munge/munge.key && chown munge:munge {SLURM_RUN}/munge/munge.key "
+              f"&& chmod 0400 {SLURM_RUN}/munge/munge.key", stdin=key)
+        _exec(name, f"cat > {MUNGE_DROPIN}", stdin=MUNGE_DROPIN_TEXT.encode())
+        _exec(name, f"cat > {SLURM_CONF}", stdin=conf.encode())
+        _exec(name, "systemctl daemon-reload && systemctl restart munge")
+    _exec(hosts[0]["name"], "systemctl restart slurmctld")
+    for h in hosts:
+        _exec(h["name"], "systemctl restart slurmd")
+    names = ",".join(h["name"] for h in hosts)
+    deadline = time.monotonic() + 60
+    while True:
+        states = _exec(hosts[0]["name"], f"sinfo -h -N -n {names} -o '%N %T' 2>&1 || true")
+        idle = [ln.split()[0] for ln in states.splitlines() if ln.split()[1:2] == ["idle"]]
+        if len(set(idle)) == len(hosts):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"lab: SLURM nodes not idle after 60 s: {states.strip()}")
+        time.sleep(1)
+    log(f"SLURM up in {time.monotonic() - t0:.1f} s: slurmctld on {hosts[0]['name']}, nodes {names} idle"
+        " (partition lab)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -629,6 +748,11 @@ def main(argv: list[str] | None = None) -> None:
             sp.add_argument("--group", default="lab_model", help="model group the hosts form")
             sp.add_argument("--memory", default="6g", help="memory limit per host")
             sp.add_argument("--json", action="store_true", help="print the hosts as JSON")
+    sp = sub.add_parser("slurm", help="a SLURM cluster on the prefix's hosts")
+    sp.add_argument("action", choices=("up", "down"))
+    sp.add_argument("--prefix", default="lab")
+    sp.add_argument("--memory-mb", type=int, default=1024, help="RealMemory of each node")
+    sp.set_defaults(fn=slurm)
     args = p.parse_args(argv)
     if args.cmd == "image":
         image(args)

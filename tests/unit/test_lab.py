@@ -78,3 +78,16 @@ def test_lab_inventory_points_at_the_lab_servers():
     shared = yaml.safe_load((lab.ROOT / "inventories/lab/group_vars/all/lab.yml").read_text())
     assert shared["sglang_wheelhouse_url"] == lab.wheel_url()
     assert shared["cluster_http_proxy"] == shared["cluster_https_proxy"] == lab.proxy_url()
+
+
+def test_slurm_conf_puts_the_controller_on_host_1_and_state_under_run():
+    hosts = lab.lab_hosts("it", 2, 31)
+    conf = lab.slurm_conf(hosts, cpus=2, memory_mb=1024)
+    lines = conf.splitlines()
+    assert "SlurmctldHost=it1(10.89.78.31)" in lines
+    assert "NodeName=it2 NodeAddr=10.89.78.32 CPUs=2 RealMemory=1024 State=UNKNOWN" in lines
+    assert "PartitionName=lab Nodes=ALL Default=YES MaxTime=60 MaxNodes=2 State=UP" in lines
+    # Everything SLURM writes lives under /run (tmpfs): `slurm down` leaves no trace on the host.
+    paths = [ln.split("=", 1)[1] for ln in lines if ln.split("=", 1)[0].endswith(("Location", "Dir", "File"))]
+    assert paths and all(p.startswith(lab.SLURM_RUN + "/") for p in paths)
+    assert "Gres" not in conf  # slurmd 22.05 drains a node declaring GPUs without device files
