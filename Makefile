@@ -19,7 +19,8 @@ help:
 	@echo "make sanity     ansible-test sanity on the built collection, installed in a temporary tree"
 	@echo "make galaxy     Galaxy's importer (galaxy-importer) on the built collection, in .venv-galaxy"
 	@echo "make matrix     syntax checks, unit tests and the plan under every claimed ansible-core"
-	@echo "make bench      port mesh wall time on 2, 4 and 8 lab hosts; sglang-ops status on 2 and 8"
+	@echo "make bench      plan step on 2-512 generated nodes; port mesh wall time on 2, 4 and 8 lab hosts;"
+	@echo "                sglang-ops status on 2 and 8"
 
 $(BIN)/.installed: requirements/control.txt requirements/test.txt cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +78,7 @@ molecule: venv deps
 
 # Mesh wall time on 2, 4 and 8 lab hosts (preflight must pass on each): the slow scenario.
 bench: venv deps
+	$(BIN)/python tools/bench_plan.py --rounds 3
 	$(BIN)/python tools/bench_mesh.py --rounds 3
 	$(BIN)/python tools/bench_cli.py --rounds 3
 

@@ -4,7 +4,7 @@ Reads the inventory (groups and each host's variables in the collection's namesp
 every role's inputs against the roles' argument specs (plugin_utils.inputs, with the role
 defaults taken from those specs: role defaults are not in hostvars), hands the plan's own
 options to module_utils.cluster_plan.build_plan and publishes the result as the fact
-`sglang_cluster_plan`. Every problem of both is reported at once, one line each, sorted by host.
+`sglang_cluster_plan` (or, with `publish: result`, returns it for the plan role's set_fact). Every problem of both is reported at once, one line each, sorted by host.
 It never opens a connection, so a refused inventory changes nothing.
 """
 
@@ -22,6 +22,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
     build_plan,
     report,
 )
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.plan_summary import summary
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
 
 # Read per host besides the collection's own variables.
@@ -32,12 +33,15 @@ class ActionModule(ActionBase):
     """Validate the inventory and publish `sglang_cluster_plan`."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset()
+    _VALID_ARGS = frozenset(("publish",))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
+        publish = self._task.args.get("publish", "fact")
+        if publish not in ("fact", "result"):
+            raise AnsibleActionFail("cluster_plan: publish must be 'fact' or 'result', not %r" % (publish,))
         groups = task_vars.get("groups", {})
         hostvars = task_vars.get("hostvars", {})
         root_hosts = list(groups.get(ROOT_GROUP, []))
@@ -71,7 +75,14 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"
                                     % (len(lines), "" if len(lines) == 1 else "s", "\n- ".join(lines)))
-        result.update(changed=False, ansible_facts={"sglang_cluster_plan": plan},
+        # A host fact is deep-copied for every host at every task (Ansible's clean_facts): with a
+        # plan that grows with the cluster that is quadratic (60 s of a 512-node plan step). The
+        # plan role publishes it with set_fact instead, which Ansible shares without copying.
+        if publish == "fact":
+            result["ansible_facts"] = {"sglang_cluster_plan": plan}
+        else:
+            result["plan"] = plan
+        result.update(changed=False, summary=summary(plan),
                       msg="%d nodes in %d model groups; Ray head %s"
                       % (len(plan["hosts"]), len(plan["groups"]), plan["ray"]["head"]))
         return result

@@ -15,7 +15,17 @@ description:
     address; per node its rank, cluster IP and interface, GPU ids, C(CUDA_VISIBLE_DEVICES) and
     ports; and the Ray head, GCS address and expected node and GPU totals.
   - Variables and their defaults are documented in the C(preflight) role's argument specs.
-options: {}
+options:
+  publish:
+    description:
+      - C(fact) sets the fact C(sglang_cluster_plan) on every host of the play.
+      - C(result) returns the plan as RV(plan) for a following C(set_fact), which is what the C(plan)
+        role does. Ansible deep-copies every host fact of every host at every task, which makes a
+        plan held as a fact cost time quadratic in the number of nodes; a C(set_fact) variable
+        is shared.
+    type: str
+    choices: [fact, result]
+    default: fact
 attributes:
   check_mode:
     support: full
@@ -33,6 +43,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan:
+  description: The plan, with O(publish=result).
+  type: dict
+  returned: success and O(publish=result)
+summary:
+  description: One line per model group (nodes, ranks, addresses, GPUs) and one for Ray, for display.
+  type: list
+  elements: str
+  returned: success
 ansible_facts:
   description: The plan, as the fact C(sglang_cluster_plan).
   type: dict

@@ -29,7 +29,7 @@ def all_entry_options(role):
 
 def test_plan_defaults_documented_exactly():
     """The plan role's spec is the one list of cluster-wide options, equal to the plan code."""
-    options = spec_options("plan")
+    options = spec_options("plan", "plan")
     assert list(options) == list(DEFAULTS)
     for key, value in DEFAULTS.items():
         assert options[key].get("default") == value, key

@@ -28,7 +28,7 @@ def test_plan_spec_is_raw_and_names_each_type():
     """Ansible's own role check must not stop the play before the plan judges: every plan
     option is raw, has no choices, and its description opens with the type the plan judges."""
     spec = yaml.safe_load((ROOT / "roles/plan/meta/argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
+    options = spec["argument_specs"]["plan"]["options"]
     assert set(options) == set(DEFAULTS) == set(OPTION_TYPES)
     for key, option in options.items():
         assert option["type"] == "raw" and "choices" not in option and "elements" not in option, key
