@@ -4,7 +4,8 @@ Reads the inventory (groups and each host's variables in the collection's namesp
 every role's inputs against the roles' argument specs (plugin_utils.inputs, with the role
 defaults taken from those specs: role defaults are not in hostvars), hands the plan's own
 options to module_utils.cluster_plan.build_plan and publishes the result as the fact
-`sglang_cluster_plan` (or, with `publish: result`, returns it for the plan role's set_fact). Every problem of both is reported at once, one line each, sorted by host.
+`sglang_cluster_plan` (or, with `publish: result`, returns it for the plan role's set_fact).
+Every problem of both is reported at once, one line each, sorted by host.
 It never opens a connection, so a refused inventory changes nothing.
 """
 

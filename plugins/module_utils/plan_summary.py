@@ -26,6 +26,6 @@ def summary(plan: dict) -> list[str]:
             rank0.get("cluster_ip"), rank0.get("cluster_interface"), group.get("dist_init_addr"),
             " | ".join(gpus), "; ranks 1+ " + shown if others else ""))
     ray = plan["ray"]
-    lines.append("Ray: head %s at %s, %d nodes, %d GPUs" % (ray["head"], ray["gcs_address"], ray["nodes"],
-                                                           ray["gpus"]))
+    lines.append("Ray: head %s at %s, %d nodes, %d GPUs"
+                 % (ray["head"], ray["gcs_address"], ray["nodes"], ray["gpus"]))
     return lines
