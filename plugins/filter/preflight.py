@@ -30,9 +30,12 @@ def collective_report(results_by_host, plan, facts_by_host, socket_fallback, min
     """Per model group: problems, warnings, and rank 0's figures as printable lines."""
     report = {"problems": [], "warnings": [], "lines": []}
     rdma = {h for h, f in (facts_by_host or {}).items() if f.get("rdma_devices")}
+    planned = {h for h, n in plan["nodes"].items()
+               if plan.get("rdma", {}).get("mode") == "required" or n.get("rdma_devices")}
     for group, spec in plan["groups"].items():
         results = {h: results_by_host[h] for h in spec["hosts"] if h in results_by_host}
-        problems, warnings = collective.collective_problems(group, results, rdma, socket_fallback, min_busbw_gbps)
+        problems, warnings = collective.collective_problems(group, results, rdma, socket_fallback, min_busbw_gbps,
+                                                            planned)
         report["problems"] += problems
         report["warnings"] += warnings
         rank0 = results.get(spec["rank0"], {})

@@ -99,8 +99,13 @@ def format_figures(figures):
     return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
 
 
-def collective_problems(group, results, rdma_hosts=(), socket_fallback="fail", min_busbw_gbps=0):
-    """Verdict for one group. results: {host: module result}. Names the rank that failed first."""
+def collective_problems(group, results, rdma_hosts=(), socket_fallback="fail", min_busbw_gbps=0,
+                        rdma_planned=()):
+    """Verdict for one group. results: {host: module result}. Names the rank that failed first.
+
+    rdma_planned: hosts where the plan requires RDMA (cluster_rdma: required, or pinned
+    cluster_rdma_devices); NCCL on sockets there always fails, whatever socket_fallback says.
+    """
     problems, warnings = [], []
     first = [h for h, r in sorted(results.items()) if not r.get("ok") and r.get("stage") not in ("peer", "init")]
     first += [h for h, r in sorted(results.items()) if r.get("stage") == "init" and not r.get("ok")
@@ -114,7 +119,11 @@ def collective_problems(group, results, rdma_hosts=(), socket_fallback="fail", m
             if not r.get("ok"):
                 problems.append("%s: collective (group %s): %s" % (host, group, r.get("error")))
     for host, r in sorted(results.items()):
-        if r.get("transport") == "Socket" and host in rdma_hosts:
+        if r.get("transport") == "Socket" and host in rdma_planned:
+            problems.append("%s: collective: NCCL fell back to NET/Socket although the plan requires RDMA "
+                            "(cluster_rdma / cluster_rdma_devices). Fix: check NCCL_IB_HCA, the IB/RoCE link "
+                            "state and nvidia-peermem (preflight's RDMA table)" % host)
+        elif r.get("transport") == "Socket" and host in rdma_hosts:
             msg = ("%s: collective: NCCL fell back to NET/Socket although RDMA devices exist (a 10-20x "
                    "slowdown). Fix: check NCCL_IB_HCA, the IB/RoCE link state and nvidia-peermem" % host)
             (problems if socket_fallback == "fail" else warnings).append(msg)

@@ -125,6 +125,51 @@ def sysfs_gid_rows(device, port, entries):
     return rows
 
 
+def _ipv4_of_gid(gid):
+    """The IPv4 address an IPv4-mapped GID carries (::ffff:a.b.c.d or its long form), else None."""
+    gid = gid.lower()
+    if gid.startswith("::ffff:") and "." in gid:
+        return gid[len("::ffff:"):]
+    parts = gid.split(":")
+    if len(parts) == 8 and all(p in ("0", "0000") for p in parts[:5]) and parts[5] == "ffff":
+        return ".".join(str(int(h.zfill(4)[i:i + 2], 16)) for h in parts[6:] for i in (0, 2))
+    return None
+
+
+def gid_rows_from_devinfo(devices):
+    """show_gids rows from `ibv_devinfo -v`'s GID lines (where sysfs is not readable)."""
+    rows = []
+    for dev in devices:
+        for port in dev.get("ports", []):
+            for gid in port.get("gids", []):
+                kind = gid.get("type") or ("IB" if port.get("link_layer") == "InfiniBand" else None)
+                rows.append({"device": dev["name"], "port": port["port"], "index": gid["index"],
+                             "gid": gid["gid"], "ipv4": _ipv4_of_gid(gid["gid"]), "type": kind,
+                             "netdev": None})
+    return rows
+
+
+def facts_from_outputs(devinfo, gids_text=None, topo_text=None, modules_text=None, rdma_core=True,
+                       gpu_vendor=None):
+    """One node's RDMA facts from the tools' outputs (the rdma_info module runs them).
+
+    devinfo: `ibv_devinfo -v` (None: not installed); gids_text: the show_gids table (None: taken
+    from devinfo's GID lines); topo_text: `nvidia-smi topo -m` (None: unknown); modules_text:
+    /proc/modules.
+    """
+    devices = parse_ibv_devinfo(devinfo) if devinfo else []
+    gids = parse_show_gids(gids_text) if gids_text else gid_rows_from_devinfo(devices)
+    modules = parse_modules(modules_text) if modules_text else set()
+    return {
+        "rdma_core": bool(rdma_core and devinfo is not None),
+        "devices": devices,
+        "gids": gids,
+        "topology": parse_topo(topo_text) if topo_text else None,
+        "peermem": "nvidia_peermem" in modules,
+        "gpu_vendor": gpu_vendor,
+    }
+
+
 def parse_topo(text):
     """`nvidia-smi topo -m` -> {"gpus": {gpu index: {nic name: link}}, "nics": {NICn: name}}."""
     header, gpus, legend = None, {}, {}
@@ -380,3 +425,41 @@ def problems(verdicts):
     """One line per failed check: 'host: check: detail'."""
     return ["%s: %s: %s" % (host, check, v["detail"]) for host, rows in verdicts.items()
             for check, v in rows.items() if v["status"] == "fail"]
+
+
+def bandwidth_plan(plan, facts_by_host, host):
+    """This node's part in the pairwise ib_write_bw ring: {serve, peer} (peer: the address of
+    the next node's server). Only where every node has an ACTIVE device; else nothing runs."""
+    hosts = list(plan["nodes"])
+    if len(hosts) < 2 or plan.get("rdma", {}).get("mode") == "off" or not all(
+            active_devices(facts_by_host.get(h)) for h in hosts):
+        return {"serve": False, "peer": ""}
+    nxt = hosts[(hosts.index(host) + 1) % len(hosts)]
+    return {"serve": True, "peer": plan["nodes"][nxt]["cluster_ip"]}
+
+
+CHECKS = ("rdma stack", "rdma devices", "rdma ports", "rdma link", "rdma gid", "gpu-nic affinity",
+          "nvidia-peermem", "rdma bandwidth")
+
+
+def report(plan, facts_by_host, bandwidth=None, floor_gbps=DEFAULT_BW_FLOOR_GBPS):
+    """{verdicts, problems, table (lines: check x node), summary} for preflight to print."""
+    verdicts = judge(plan, facts_by_host, bandwidth, floor_gbps)
+    hosts = list(verdicts)
+    width = max([len(c) for c in CHECKS] + [5]) + 2
+    cols = [max(len(h), 8) + 2 for h in hosts]
+    table = ["check".ljust(width) + "".join(h.ljust(w) for h, w in zip(hosts, cols))]
+    for check in CHECKS:
+        table.append(check.ljust(width) + "".join(verdicts[h][check]["status"].ljust(w) for h, w in zip(hosts, cols)))
+    notes = {}
+    for host in hosts:
+        for check in CHECKS:
+            v = verdicts[host][check]
+            if v["status"] != "pass":
+                notes.setdefault((check, v["status"], v["detail"]), []).append(host)
+    lines = ["%s: %s on %s: %s" % (status, check, ", ".join(hs), detail)
+             for (check, status, detail), hs in notes.items()]
+    counts = {s: sum(1 for h in hosts for c in CHECKS if verdicts[h][c]["status"] == s)
+              for s in ("pass", "fail", "not run")}
+    return {"verdicts": verdicts, "problems": problems(verdicts), "table": table + [""] + lines,
+            "summary": "%(pass)d passed, %(fail)d failed, %(not run)d not run" % counts}
