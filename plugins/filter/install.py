@@ -23,4 +23,5 @@ class FilterModule:
             "install_requirements": wrap_errors(install.install_requirements),
             "gpu_driver_plan": wrap_errors(driver.plan),
             "model_source_problem": _model_source_problem,
+            "transfer_engine_packages": wrap_errors(install.transfer_engine_packages),
         }

@@ -106,3 +106,33 @@ def plan_install(requirements, installed):
         if have is None or not version_matches(have, want):
             todo.append({"name": name, "want": want, "have": have})
     return todo
+
+
+# The KV transfer engine each --disaggregation-transfer-backend imports at run time.
+TRANSFER_ENGINES = {"mooncake": "mooncake-transfer-engine", "mooncake_tcp": "mooncake-transfer-engine",
+                    "nixl": "nixl"}
+
+
+def transfer_engine_packages(plan, host, enabled=True):
+    """[the transfer engine] for a node of a prefill/decode group, [] elsewhere (or when off)."""
+    pd = plan.get("pd")
+    group = plan["groups"][plan["nodes"][host]["group"]]
+    if not enabled or not pd or group.get("pd_role", "none") == "none":
+        return []
+    return [TRANSFER_ENGINES[pd["transfer_backend"]]]
+
+
+def transfer_engine_problem(role, backend, versions, lock):
+    """Why a PD node's pins lack its transfer engine ('' when they have it).
+
+    role: the node's sglang_pd_role; backend: sglang_pd_transfer_backend.
+    """
+    engine = TRANSFER_ENGINES.get(backend)
+    if role in (None, "none") or engine is None:
+        return ""
+    pinned = {normalize_name(n) for n in versions}
+    if engine not in pinned:
+        return "sglang_versions"
+    if lock and engine not in {parse_pin(r)[0] for r in lock}:
+        return "sglang_lock"
+    return ""

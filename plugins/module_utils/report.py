@@ -112,12 +112,49 @@ def _router_row(plan, results, server):
     unit = _unit_row("router", host, res.get("router_unit"), name)
     if unit["status"] != PASS:
         return unit
-    workers = (res.get("router_workers") or {}).get("json") or {}
-    listed = workers.get("workers") or []
-    healthy = [w for w in listed if w.get("is_healthy", w.get("healthy"))]
+    healthy = _router_healthy(res)
+    if plan["router"].get("pd"):
+        want = [p["url"] for p in plan["router"]["prefill"]] + list(plan["router"]["decode"])
+        up = [u for u in want if u in healthy]
+        return row("router", host, PASS if len(up) == len(want) else FAIL,
+                   "PD mode: %d of %d prefill/decode servers healthy behind it" % (len(up), len(want)))
     want = len(plan["router"]["workers"])
     return row("router", host, PASS if len(healthy) == want else FAIL,
                "%d of %d groups healthy behind it" % (len(healthy), want))
+
+
+def _router_healthy(res):
+    """URLs of the workers the router lists as healthy (its /workers answer)."""
+    workers = (res.get("router_workers") or {}).get("json") or {}
+    return [w.get("url") for w in workers.get("workers") or [] if w.get("is_healthy", w.get("healthy"))]
+
+
+def _pd_rows(plan, results, server):
+    """Per PD group, at its rank 0: is it serving its side behind the router (not run where the
+    group cannot start, e.g. no GPU)."""
+    rows = []
+    router = plan.get("router") or {}
+    urls = {}
+    for prefill in router.get("prefill", []):
+        urls[prefill["url"]] = "prefill, bootstrap port %d" % prefill["bootstrap_port"]
+    for url in router.get("decode", []):
+        urls[url] = "decode"
+    healthy = _router_healthy(results.get(router.get("host"), {}))
+    for group in plan["pd"]["prefill"] + plan["pd"]["decode"]:
+        spec = plan["groups"][group]
+        decision = (server or {}).get(group)
+        url = next((u for u in urls if u.endswith(":%d" % spec["http_port"]) and "//%s:" % plan["nodes"][
+            spec["rank0"]]["cluster_ip"] in u), None)
+        if decision is None or not decision["start"]:
+            reason = decision["reason"] if decision else "the sglang_server role has not run"
+            rows.append(row("pd " + spec["pd_role"], spec["rank0"], NOT_RUN, reason))
+        elif url in healthy:
+            rows.append(row("pd " + spec["pd_role"], spec["rank0"], PASS, "%s healthy behind the router (%s)"
+                            % (url, urls[url])))
+        else:
+            rows.append(row("pd " + spec["pd_role"], spec["rank0"], FAIL, "the router does not list %s as healthy "
+                            "(%s)" % (url, urls.get(url, "?"))))
+    return rows
 
 
 def verify_rows(results, plan, gpu_real, server=None):
@@ -175,6 +212,8 @@ def verify_rows(results, plan, gpu_real, server=None):
         rows += _server_rows(group, spec, plan, results, (server or {}).get(group), gpu_real)
     if plan.get("router") and server:
         rows.append(_router_row(plan, results, server))
+    if plan.get("pd"):
+        rows += _pd_rows(plan, results, server)
     return rows
 
 

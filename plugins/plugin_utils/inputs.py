@@ -304,6 +304,22 @@ def _relations(res, host, v, hv, check_mode):
                     fail(host, "sglang_lock", str(exc),
                          "make sglang_lock a pip freeze of a tested node (name==version per item) "
                          "that agrees with sglang_versions")
+    # A PD node needs its KV transfer engine pinned (install.transfer_engine_problem).
+    if v.get("sglang_transfer_engine_install", True) and res.ok(
+            host, "sglang_versions", "sglang_lock", "sglang_pd_role", "sglang_pd_transfer_backend"):
+        backend = v.get("sglang_pd_transfer_backend") or DEFAULTS["sglang_pd_transfer_backend"]
+        try:
+            missing = install.transfer_engine_problem(v.get("sglang_pd_role"), backend,
+                                                      v["sglang_versions"] or {}, v["sglang_lock"] or [])
+        except ValueError:
+            missing = ""  # a malformed lock is refused above
+        if missing:
+            engine = install.TRANSFER_ENGINES[backend]
+            fail(host, missing, "the nodes of a PD deployment with transfer backend %s need %s, which %s "
+                 "does not pin" % (backend, engine, missing),
+                 "add %s to %s (e.g. %s), or set sglang_transfer_engine_install: false where the venv "
+                 "carries it already" % (engine, missing, "mooncake-transfer-engine: \"0.3.13.post1\""
+                                         if engine.startswith("mooncake") else "nixl: \"1.5.1\""))
     if res.ok(host, "sglang_install_mode", "sglang_wheelhouse_url", "sglang_index_url"):
         try:
             install.pip_source_args(v["sglang_install_mode"], v["sglang_wheelhouse_url"] or None,

@@ -24,6 +24,9 @@ LINE = re.compile(r"^\s*- (.*)$")
 
 BASE_ALL = {"cluster_interface": "eth0", "cluster_cidrs": ["192.0.2.0/24"], "cluster_gpus_per_node": 8}
 BASE_GROUP = {"sglang_model_path": "meta-llama/Llama-3.1-70B-Instruct"}
+# A PD deployment's nodes install the transfer engine: pinned like every other package.
+PD_VERSIONS = {"sglang": "0.5.23", "torch": "2.14.1", "ray": "2.60.0", "mooncake-transfer-engine": "0.3.13.post1",
+               "nixl": "1.5.1"}
 BASE_HOSTS = {"gpu0": {"ansible_host": "192.0.2.10"}, "gpu1": {"ansible_host": "192.0.2.11"}}
 
 
@@ -45,7 +48,8 @@ def inventory(case):
     hosts = {h: dict(v, **case.get(h, {})) for h, v in BASE_HOSTS.items()}
     if case.get("base") == "pd":
         # A PD deployment: gpu0 alone in the prefill group, gpu1 alone in the decode group.
-        return {"all": {"vars": {**BASE_ALL, "sglang_router": True, **case.get("all", {})}, "children": {
+        return {"all": {"vars": {**BASE_ALL, "sglang_router": True, "sglang_versions": PD_VERSIONS,
+                                 **case.get("all", {})}, "children": {
             "sglang_nodes": {"children": {
                 "prefill": {"hosts": {"gpu0": hosts["gpu0"]},
                             "vars": {**BASE_GROUP, "sglang_pd_role": "prefill", **case.get("prefill", {})}},

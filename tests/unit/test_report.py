@@ -122,3 +122,28 @@ def test_router_row():
     assert status(rows, "router", "a")["status"] == "fail"
     rows = verify_rows(results(), ROUTER_PLAN, True, STARTED)
     assert "not installed" in status(rows, "router", "a")["reason"]
+
+
+PD_PLAN = build_plan({"pre": ["a"], "dec": ["b"]}, {
+    h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=2, cluster_gpus_fake=fake,
+            sglang_model_path="m", sglang_router=True, sglang_pd_role=role)
+    for h, ip, role, fake in (("a", "10.0.0.10", "prefill", True), ("b", "10.0.0.11", "decode", True))})
+
+
+def test_pd_rows_honest_without_gpu_and_judged_with_servers():
+    stopped = {g: {"start": False, "reason": "not started: no GPU (cluster_gpus_fake on a)"} for g in ("pre", "dec")}
+    rows = verify_rows(results(a={"router_unit": ENABLED}), PD_PLAN, False, stopped)
+    assert status(rows, "pd prefill", "a")["status"] == "not run"
+    assert status(rows, "pd decode", "b")["reason"] == "not started: no GPU (cluster_gpus_fake on a)"
+    running = {g: {"start": True, "reason": "GPUs present"} for g in ("pre", "dec")}
+    both = {"json": {"workers": [{"url": "http://10.0.0.10:30000", "is_healthy": True},
+                                 {"url": "http://10.0.0.11:30000", "is_healthy": True}]}}
+    rows = verify_rows(results(a={"router_unit": UNIT_OK, "router_workers": both}), PD_PLAN, True, running)
+    assert status(rows, "pd prefill", "a") == {
+        "check": "pd prefill", "node": "a", "status": "pass",
+        "reason": "http://10.0.0.10:30000 healthy behind the router (prefill, bootstrap port 8998)"}
+    assert status(rows, "router", "a")["reason"] == "PD mode: 2 of 2 prefill/decode servers healthy behind it"
+    one = {"json": {"workers": [{"url": "http://10.0.0.10:30000", "is_healthy": True}]}}
+    rows = verify_rows(results(a={"router_unit": UNIT_OK, "router_workers": one}), PD_PLAN, True, running)
+    assert status(rows, "pd decode", "b")["status"] == "fail"
+    assert status(rows, "router", "a")["status"] == "fail"
