@@ -93,8 +93,8 @@ def sysfs_gids():
         for port in sorted(os.listdir(ports)) if os.path.isdir(ports) else []:
             base = os.path.join(ports, port)
             entries = {}
-            for index in sorted(os.listdir(os.path.join(base, "gids")), key=lambda s: int(s) if s.isdigit() else -1) \
-                    if os.path.isdir(os.path.join(base, "gids")) else []:
+            gid_dir = os.path.join(base, "gids")
+            for index in os.listdir(gid_dir) if os.path.isdir(gid_dir) else []:
                 if not index.isdigit():
                     continue
                 entries[int(index)] = (_read(os.path.join(base, "gids", index)),
