@@ -15,19 +15,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from jinja2 import Undefined
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
-    DEFAULTS,
-    HEAD_GROUP,
-    ROOT_GROUP,
-    PlanError,
-    build_plan,
-    report,
-)
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import HEAD_GROUP, ROOT_GROUP
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.plan_summary import summary
-from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
-
-# Read per host besides the collection's own variables.
-EXTRA_KEYS = ("ansible_host",)
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import plan_inputs
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.plan_inputs import EXTRA_KEYS
 
 
 class ActionModule(ActionBase):
@@ -47,32 +38,14 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get("hostvars", {})
         root_hosts = list(groups.get(ROOT_GROUP, []))
         model_groups = self._model_groups(groups, root_hosts)
-        specs, names = role_specs.load(), role_specs.roles()
-        prefixes = inputs.namespaces(names)
+        prefixes = plan_inputs.namespaces()
         raw, unreadable = {}, {}
         for host in root_hosts:
             raw[host] = self._read(host, hostvars[host], prefixes, unreadable)
         check_mode = bool(self._task.check_mode or getattr(self._play_context, "check_mode", False))
-        judged = inputs.judge(root_hosts, raw, specs, names, check_mode, unreadable)
-        plain = {}
-        for host in root_hosts:
-            plain[host] = {k: judged.values[host].get(k) for k in DEFAULTS}
-            plain[host].update({k: raw[host][k] for k in EXTRA_KEYS if k in raw[host]})
-            # Only whether a key exists travels into the plan, never the key itself.
-            plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
-        items = list(judged.problems)
-        heads = list(groups.get(HEAD_GROUP, []))
-        if len(heads) > 1:
-            items.append((HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"
-                          % (len(heads), ", ".join(heads)), "keep one host in ray_head"))
-        plan = None
-        try:
-            plan = build_plan(model_groups, plain, root_hosts, heads[0] if heads else None,
-                              refused=judged.refused)
-        except PlanError as exc:
-            items.extend(exc.items)
-        if items:
-            lines = report(items, root_hosts, model_groups)
+        plan, lines, _judged = plan_inputs.compute(model_groups, root_hosts, list(groups.get(HEAD_GROUP, [])),
+                                                   raw, unreadable, check_mode)
+        if lines:
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"
                                     % (len(lines), "" if len(lines) == 1 else "s", "\n- ".join(lines)))
