@@ -6,32 +6,213 @@ never restart themselves; this fence does it for the whole group, a bounded numb
 
 Design: one fence process per node and group (unit sglang-fence-<group>), standard library
 only. Every fence runs an agent that reports its rank's unit state once a second; the fence on
-rank 0's node also runs the coordinator that the agents connect to (TCP, JSON lines, on the
-group's fence port, which the firewall opens to cluster members only). The coordinator arms
+rank 0's node also runs the coordinator that the agents connect to (TCP, one message a line, on
+the group's fence port, which the firewall opens to cluster members only). The coordinator arms
 once every rank was seen active, and fences when a rank's unit is `failed` or its agent went
 silent: it orders every agent to stop its rank, waits until none is running, then orders a
 start of all ranks together, at most `max_restarts` times per `window` seconds. An agent that
-loses the coordinator while its rank runs stops its rank after `grace` seconds (rank 0's node
-is gone, so the rank would hang). An operator's `systemctl stop` leaves units inactive, not
-failed, and the fence disarms.
+has not heard its coordinator for `grace` seconds while its rank runs stops its rank (rank 0's
+node is gone or its fence hangs, so the rank would hang). An operator's `systemctl stop` leaves
+units inactive, not failed, and the fence disarms.
 
-The decision logic (`Coordinator.decide`) is pure and unit-tested; this same file runs on the
-nodes:  python3 fence.py --group G --rank R --nnodes N --unit U --coordinator HOST:PORT
+Every peer is hostile until it proves the group's secret (a 0600 file, handed over by systemd's
+LoadCredential=, never in argv): the coordinator accepts connections only from the planned
+members' addresses, each rank only from its own; every message carries an HMAC-SHA256; a
+session starts with a nonce from each side (so neither side can be replayed a recorded
+session) and counts its messages each way (so none is replayed or dropped within one). Lines
+are bounded, every field is checked against a fixed type and range, one event loop serves every
+connection (at most `2 * nnodes + 8` at a time, the unproven ones evicted first), both sides
+send a message every second and TCP keepalive runs below. Any error that is not a peer's fault
+ends the process with a non-zero status, and systemd restarts it.
+
+Protocol (one line: 64 hex digits of MAC, a space, a JSON object):
+  agent -> coordinator, MAC with the group key:   {"t": "hello", "rank": R, "an": NONCE}
+  coordinator -> agent, MAC with the group key:   {"t": "welcome", "rank": R, "an": NONCE, "cn": NONCE}
+  then with the session key HMAC(key, an, cn), n = 1, 2, 3 ... on each side:
+  agent -> coordinator:  {"t": "report", "rank": R, "state": ActiveState, "n": N}
+  coordinator -> agent:  {"t": "order", "cmd": null | "stop" | "start", "n": N}
+
+The decision logic (`Coordinator.decide`) is pure and unit-tested, and so is the protocol; this
+same file runs on the nodes:  python3 fence.py --group G --rank R --nnodes N --unit U
+--coordinator HOST:PORT --member 0=ADDR --member 1=ADDR ... --key-credential NAME
 [--listen HOST:PORT] [--max-restarts 3] [--window 600] [--grace 20] [--state FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import ipaddress
 import json
+import os
+import secrets
+import selectors
 import socket
 import subprocess
 import sys
 import threading
 import time
+import traceback
 
 RUNNING = ("active", "activating", "deactivating", "reloading")
+# systemd's ActiveState values, and "unknown" when systemctl answers nothing: a report carries one.
+STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance",
+          "refreshing", "unknown")
+COMMANDS = (None, "stop", "start")
+MAX_LINE = 512  # the longest legitimate line is about 190 bytes
+MIN_KEY = 32
+MAX_COUNTER = 2 ** 53
+NONCE_HEX = 32
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a fault of this program, not of a peer
+LIMITS = {"handshake": 5.0, "interval": 1.0}
 
+
+class ProtocolError(ValueError):
+    """A peer's message the fence refuses (no or wrong MAC, replay, a field out of range)."""
+
+
+class InternalError(RuntimeError):
+    """A fault of this node (systemctl missing, a state file not writable): exit, be restarted."""
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+def _refuse_constant(name):
+    raise ProtocolError("%s is not a number the fence accepts" % name)
+
+
+def _refuse_float(text):
+    raise ProtocolError("%s: no field of the fence is a float" % text[:20])
+
+
+def seal(key, label, fields):
+    """One line: the MAC of `label` and the body, a space, the body (compact JSON)."""
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    mac = hmac.new(key, label + b"\n" + body, hashlib.sha256).hexdigest().encode()
+    return mac + b" " + body + b"\n"
+
+
+def unseal(key, label, line):
+    """The fields of one line, or ProtocolError. The MAC is checked before the body is parsed."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError("line of %d bytes (at most %d)" % (len(line), MAX_LINE))
+    mac, sep, body = line.rstrip(b"\n").partition(b" ")
+    if not sep or len(mac) != 64:
+        raise ProtocolError("no MAC")
+    want = hmac.new(key, label + b"\n" + body, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(mac, want):
+        raise ProtocolError("wrong MAC (not the group's key, or another session)")
+    try:
+        fields = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_refuse_float)
+    except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
+        raise ProtocolError("not JSON: %s" % err) from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("not a JSON object")
+    return fields
+
+
+def expect(fields, kind, keys):
+    """The message's own checks: its type and exactly its keys."""
+    if fields.get("t") != kind or set(fields) != set(keys) | {"t"}:
+        raise ProtocolError("expected a %s message with %s, got %s" % (kind, ", ".join(sorted(keys)), sorted(fields)))
+    return fields
+
+
+def integer(fields, name, low, high):
+    value = fields[name]
+    # bool is an int in Python; a rank of true is not a rank.
+    if type(value) is not int or not low <= value <= high:  # pylint: disable=unidiomatic-typecheck
+        raise ProtocolError("%s %r is not an integer in %d..%d" % (name, value, low, high))
+    return value
+
+
+def nonce(fields, name):
+    value = fields[name]
+    if not isinstance(value, str) or len(value) != NONCE_HEX or value.strip("0123456789abcdef"):
+        raise ProtocolError("%s is not a nonce of %d hex digits" % (name, NONCE_HEX))
+    return value
+
+
+def hello_label(group, direction):
+    return ("%s hello %s" % (direction, group)).encode()
+
+
+class Channel:
+    """One authenticated session: its own key from both nonces, a counter each way (n = 1, 2, ...)."""
+
+    def __init__(self, key, group, an, cn, outgoing):
+        self.key = hmac.new(key, ("session %s %s %s" % (group, an, cn)).encode(), hashlib.sha256).digest()
+        self.out_label = ("%s %s" % (outgoing, group)).encode()
+        self.in_label = ("%s %s" % ("c2a" if outgoing == "a2c" else "a2c", group)).encode()
+        self.sent = 0
+        self.seen = 0
+
+    def seal(self, fields):
+        self.sent += 1
+        return seal(self.key, self.out_label, dict(fields, n=self.sent))
+
+    def open(self, line):
+        fields = unseal(self.key, self.in_label, line)
+        if "n" not in fields:
+            raise ProtocolError("no counter")
+        n = integer(fields, "n", 1, MAX_COUNTER)
+        if n != self.seen + 1:
+            raise ProtocolError("message %d after %d: replayed, dropped or reordered" % (n, self.seen))
+        self.seen = n
+        return fields
+
+
+class Lines:
+    """Complete lines out of a byte stream, never holding more than MAX_LINE bytes of one."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data):
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        if len(self.buf) > MAX_LINE or any(len(line) >= MAX_LINE for line in lines):
+            raise ProtocolError("a line longer than %d bytes" % MAX_LINE)
+        return [line + b"\n" for line in lines]
+
+
+class Limiter:
+    """At most one log line per kind of refusal and peer every `every` seconds (a flood must not
+    flood the journal), saying how many were left out."""
+
+    def __init__(self, log, clock=time.monotonic, every=30.0):
+        self.log, self.clock, self.every = log, clock, every
+        self.last = {}
+
+    def __call__(self, key, line):
+        now = self.clock()
+        when, skipped = self.last.get(key, (None, 0))
+        if when is not None and now - when < self.every:
+            self.last[key] = (when, skipped + 1)
+            return
+        if len(self.last) > 256:
+            self.last.clear()
+        self.last[key] = (now, 0)
+        self.log(line + (" (%d more like it in %.0f s)" % (skipped, now - when) if skipped else ""))
+
+
+def keepalive(sock, grace):
+    """TCP keepalive and a send timeout, so a peer that vanished is noticed even without traffic."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3),
+                        ("TCP_USER_TIMEOUT", int(grace * 1000))):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def address(text):
+    """An IP address as the kernel reports a peer (IPv4-mapped IPv6 taken as IPv4)."""
+    ip = ipaddress.ip_address(text.split("%")[0])
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+
+
+# --- the coordinator's decisions -------------------------------------------------------------
 
 class Coordinator:
     """The group's state machine. Feed it reports; it answers with commands for all ranks."""
@@ -49,10 +230,12 @@ class Coordinator:
         self.reason = ""
 
     def report(self, rank, state, now):
+        # A rank outside the group would keep it from arming, or fence it as "silent" later.
+        if type(rank) is not int or not 0 <= rank < self.nnodes:  # pylint: disable=unidiomatic-typecheck
+            raise ValueError("rank %r is not a rank of this group (0..%d)" % (rank, self.nnodes - 1))
+        if state not in STATES:
+            raise ValueError("state %r is not a unit state" % (state,))
         self.reports[rank] = (state, now)
-
-    def forget(self, rank):
-        self.reports.pop(rank, None)
 
     def _states(self, now):
         return {r: (s if now - t <= self.silent_after else "silent")
@@ -105,23 +288,195 @@ class Coordinator:
         return None, None
 
 
-# --- on the node --------------------------------------------------------------------------
+# --- the coordinator's network side ----------------------------------------------------------
+
+class _Peer:
+    def __init__(self, sock, ip, now):
+        self.sock, self.ip, self.since, self.heard = sock, ip, now, now
+        self.lines = Lines()
+        self.rank = None
+        self.channel = None
+        self.proven = False  # sent one valid report: it holds the key and this session's nonces
+
+
+class Server:
+    """The coordinator's listener: one selectors loop for every connection, a tick a second."""
+
+    def __init__(self, coord, key, group, members, listen, log, state_file=None, clock=time.monotonic,
+                 grace=20.0):
+        self.coord, self.key, self.group = coord, key, group
+        self.members = {rank: address(ip) for rank, ip in members.items()}
+        self.log, self.state_file, self.clock, self.grace = log, state_file, clock, grace
+        self.refused = Limiter(log, clock)
+        self.max_peers = 2 * coord.nnodes + 8
+        self.peers = {}  # socket -> _Peer
+        self.sel = selectors.DefaultSelector()
+        host, port = listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.srv = socket.create_server((host, port), family=family, backlog=128)
+        self.srv.setblocking(False)
+        self.port = self.srv.getsockname()[1]
+        self.sel.register(self.srv, selectors.EVENT_READ)
+        self.last_phase = None
+        self.stopped = threading.Event()
+
+    def serve(self):
+        next_tick = self.clock()
+        while not self.stopped.is_set():
+            for key, _events in self.sel.select(timeout=max(0.0, min(next_tick - self.clock(), 0.5))):
+                if key.fileobj is self.srv:
+                    self._accept()
+                elif key.fileobj in self.peers:
+                    self._read(self.peers[key.fileobj])
+            now = self.clock()
+            if now >= next_tick:
+                next_tick = now + LIMITS["interval"]
+                self.tick(now)
+        for sock in list(self.peers):
+            self._drop(self.peers[sock])
+        self.sel.close()
+        self.srv.close()
+
+    def _accept(self):
+        for _ in range(64):
+            try:
+                sock, addr = self.srv.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # e.g. out of file descriptors: the peers are still served
+                self.refused("accept", "accept failed: %s" % err)
+                return
+            ip = address(addr[0])
+            if ip not in self.members.values():
+                self.refused(("stranger", ip), "refused %s: not a member of group %s" % (ip, self.group))
+                sock.close()
+                continue
+            if len(self.peers) >= self.max_peers:
+                unproven = sorted((p for p in self.peers.values() if not p.proven), key=lambda p: p.since)
+                if not unproven:
+                    self.refused(("full", ip), "refused %s: %d connections open" % (ip, len(self.peers)))
+                    sock.close()
+                    continue
+                self._drop(unproven[0], "evicted (%d connections open)" % len(self.peers))
+            sock.setblocking(False)
+            keepalive(sock, self.grace)
+            peer = _Peer(sock, ip, self.clock())
+            self.peers[sock] = peer
+            self.sel.register(sock, selectors.EVENT_READ)
+
+    def _drop(self, peer, why=None):
+        if why:
+            self.refused((why.split(":")[0], peer.ip), "dropped %s%s: %s" % (
+                peer.ip, "" if peer.rank is None else " (rank %d)" % peer.rank, why))
+        self.peers.pop(peer.sock, None)
+        try:
+            self.sel.unregister(peer.sock)
+        except (KeyError, ValueError):
+            pass
+        peer.sock.close()
+
+    def _read(self, peer):
+        try:
+            data = peer.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._drop(peer, "connection error: %s" % err)
+            return
+        if not data:
+            self._drop(peer)
+            return
+        try:
+            for line in peer.lines.feed(data):
+                if peer.sock not in self.peers:
+                    return  # dropped while answering an earlier line
+                self._message(peer, line)
+        except ProtocolError as err:
+            self._drop(peer, str(err))
+
+    def _message(self, peer, line):
+        now = self.clock()
+        if peer.channel is None:
+            fields = expect(unseal(self.key, hello_label(self.group, "a2c"), line), "hello", ("rank", "an"))
+            rank = integer(fields, "rank", 0, self.coord.nnodes - 1)
+            if self.members[rank] != peer.ip:
+                raise ProtocolError("rank %d is planned at %s, not here" % (rank, self.members[rank]))
+            an, cn = nonce(fields, "an"), secrets.token_hex(NONCE_HEX // 2)
+            peer.rank = rank
+            peer.channel = Channel(self.key, self.group, an, cn, "c2a")
+            self._send(peer, seal(self.key, hello_label(self.group, "c2a"),
+                                  {"t": "welcome", "rank": rank, "an": an, "cn": cn}))
+            return
+        fields = expect(peer.channel.open(line), "report", ("rank", "state", "n"))
+        if integer(fields, "rank", 0, self.coord.nnodes - 1) != peer.rank:
+            raise ProtocolError("a report for rank %r in rank %d's session" % (fields["rank"], peer.rank))
+        if fields["state"] not in STATES:
+            raise ProtocolError("state %r is not a unit state" % (fields["state"],))
+        peer.heard = now
+        if not peer.proven:
+            peer.proven = True
+            for other in list(self.peers.values()):
+                if other is not peer and other.proven and other.rank == peer.rank:
+                    self._drop(other)  # the agent reconnected: the new session replaces the old
+        self.coord.report(peer.rank, fields["state"], now)
+
+    def _send(self, peer, data):
+        try:
+            sent = peer.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self._drop(peer, "connection error: %s" % err)
+            return
+        if sent != len(data):  # it has not read a socket buffer of messages: not an agent
+            self._drop(peer, "not reading its messages")
+
+    def tick(self, now):
+        for peer in list(self.peers.values()):
+            if not peer.proven and now - peer.since > LIMITS["handshake"]:
+                self._drop(peer, "no valid report within %.0f s of connecting" % LIMITS["handshake"])
+            elif peer.proven and now - peer.heard > self.coord.silent_after:
+                self._drop(peer, "silent for %.0f s" % (now - peer.heard))
+        command, line = self.coord.decide(now)
+        if line:
+            self.log(line)
+        # Every second, to every proven agent: the command, or a heartbeat without one.
+        for peer in list(self.peers.values()):
+            if peer.proven:
+                self._send(peer, peer.channel.seal({"t": "order", "cmd": command}))
+        if self.state_file and self.coord.phase != self.last_phase:
+            self.last_phase = self.coord.phase
+            try:
+                with open(self.state_file, "w") as out:
+                    json.dump({"phase": self.coord.phase, "restarts": len(self.coord.restarts),
+                               "reason": self.coord.reason}, out)
+            except OSError as err:
+                raise InternalError("cannot write the state file %s: %s" % (self.state_file, err)) from err
+
+
+# --- the agent on every node -------------------------------------------------------------------
 
 def unit_state(unit):
-    out = subprocess.run(["systemctl", "show", "-p", "ActiveState", "--value", unit],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    return out or "unknown"
+    try:
+        out = subprocess.run(["systemctl", "show", "-p", "ActiveState", "--value", unit],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    except OSError as err:
+        raise InternalError("systemctl: %s" % err) from err
+    return out if out in STATES else "unknown"
 
 
 def act(unit, command, log):
-    if command == "stop":
-        if unit_state(unit) in RUNNING:
-            log("stopping %s" % unit)
-            subprocess.run(["systemctl", "stop", "--no-block", unit], check=False)
-    elif command == "start":
-        log("starting %s" % unit)
-        subprocess.run(["systemctl", "reset-failed", unit], check=False)
-        subprocess.run(["systemctl", "start", "--no-block", unit], check=False)
+    try:
+        if command == "stop":
+            if unit_state(unit) in RUNNING:
+                log("stopping %s" % unit)
+                subprocess.run(["systemctl", "stop", "--no-block", unit], check=False)
+        elif command == "start":
+            log("starting %s" % unit)
+            subprocess.run(["systemctl", "reset-failed", unit], check=False)
+            subprocess.run(["systemctl", "start", "--no-block", unit], check=False)
+    except OSError as err:
+        raise InternalError("systemctl: %s" % err) from err
 
 
 def split_hostport(value):
@@ -129,86 +484,120 @@ def split_hostport(value):
     return host.strip("[]"), int(port)
 
 
-def serve(coord, listen, log, state_file=None):
-    clients = {}
-    lock = threading.Lock()
+class Agent:
+    """Reports this rank's unit state to the coordinator and obeys only its authenticated orders.
 
-    def handle(conn):
-        rank = None
-        try:
-            for line in conn.makefile("r"):
-                msg = json.loads(line)
-                rank = msg["rank"]
-                with lock:
-                    clients[rank] = conn
-                    coord.report(rank, msg["state"], time.monotonic())
-        except (OSError, ValueError, KeyError):
-            pass
-        finally:
-            with lock:
-                if rank is not None and clients.get(rank) is conn:
-                    del clients[rank]
-            conn.close()
+    `heard` is when the coordinator last proved itself (a valid welcome or order): a rank > 0
+    whose unit runs is stopped once that is `grace` seconds ago, whether the coordinator is
+    unreachable, refuses us, or accepts and stays silent. Read timeouts follow from it.
+    """
 
-    host, port = split_hostport(listen)
-    srv = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                               reuse_port=False)
-    threading.Thread(target=lambda: [threading.Thread(target=handle, args=(c,), daemon=True).start()
-                                     for c, _addr in iter(srv.accept, None)], daemon=True).start()
-    last_phase = None
-    while True:
-        time.sleep(1)
-        with lock:
-            command, line = coord.decide(time.monotonic())
-            if line:
-                log(line)
-            if command:
-                for conn in list(clients.values()):
-                    try:
-                        conn.sendall((json.dumps({"cmd": command}) + "\n").encode())
-                    except OSError:
-                        pass
-            if state_file and coord.phase != last_phase:
-                last_phase = coord.phase
-                with open(state_file, "w") as out:
-                    json.dump({"phase": coord.phase, "restarts": len(coord.restarts),
-                               "reason": coord.reason}, out)
+    def __init__(self, unit, rank, group, key, coordinator, source, grace, log,
+                 state=unit_state, command=act, clock=time.monotonic):
+        self.unit, self.rank, self.group, self.key = unit, rank, group, key
+        self.coordinator, self.source, self.grace = coordinator, source, grace
+        self.log, self.state, self.command, self.clock = log, state, command, clock
+        self.refused = Limiter(log, clock)
+        self.heard = clock()
+        self.stopped = threading.Event()
 
-
-def agent(unit, rank, coordinator, grace, log):
-    lost_since = None
-    while True:
-        try:
-            conn = socket.create_connection(split_hostport(coordinator), timeout=5)
-        except OSError:
-            lost_since = lost_since or time.monotonic()
-            if rank != 0 and unit_state(unit) in RUNNING and time.monotonic() - lost_since > grace:
-                log("coordinator %s unreachable for %.0f s: stopping rank %d" % (coordinator, grace, rank))
-                act(unit, "stop", log)
-            time.sleep(2)
-            continue
-        lost_since = None
-        conn.settimeout(None)
-        commands = conn.makefile("r")
-
-        def listen():
+    def run(self):
+        while not self.stopped.is_set():
             try:
-                for line in commands:
-                    act(unit, json.loads(line).get("cmd"), log)
-            except (OSError, ValueError):
-                pass
+                self.session()
+            except (OSError, ProtocolError) as err:
+                self.refused(type(err).__name__, "coordinator %s: %s" % (self.coordinator, err))
+            self.check_grace()
+            self.stopped.wait(LIMITS["interval"])
 
-        reader = threading.Thread(target=listen, daemon=True)
-        reader.start()
+    def check_grace(self):
+        silent = self.clock() - self.heard
+        if self.rank != 0 and silent > self.grace and self.state(self.unit) in RUNNING:
+            self.refused("grace", "no word from the coordinator %s for %.0f s (grace %.0f s): stopping rank %d"
+                         % (self.coordinator, silent, self.grace, self.rank))
+            self.command(self.unit, "stop", self.log)
+
+    def session(self):
+        host, port = split_hostport(self.coordinator)
+        timeout = max(0.1, min(5.0, self.grace / 2))
+        with socket.create_connection((host, port), timeout=timeout, source_address=(self.source, 0)) as sock:
+            keepalive(sock, self.grace)
+            an = secrets.token_hex(NONCE_HEX // 2)
+            sock.sendall(seal(self.key, hello_label(self.group, "a2c"), {"t": "hello", "rank": self.rank, "an": an}))
+            channel, lines = None, Lines()
+            next_report = self.clock()
+            while not self.stopped.is_set():
+                now = self.clock()
+                if now - self.heard > self.grace:
+                    raise ProtocolError("no valid message for %.0f s (grace)" % (now - self.heard))
+                if channel is not None and now >= next_report:
+                    next_report = now + LIMITS["interval"]
+                    sock.sendall(channel.seal({"t": "report", "rank": self.rank, "state": self.state(self.unit)}))
+                    self.check_grace()
+                wait = min(next_report if channel else now + 0.5, self.heard + self.grace) - self.clock()
+                sock.settimeout(max(0.05, wait))
+                try:
+                    data = sock.recv(4096)
+                except socket.timeout:
+                    continue
+                if not data:
+                    raise ProtocolError("the coordinator closed the connection")
+                for line in lines.feed(data):
+                    if channel is None:
+                        fields = expect(unseal(self.key, hello_label(self.group, "c2a"), line),
+                                        "welcome", ("rank", "an", "cn"))
+                        if fields["an"] != an or integer(fields, "rank", 0, MAX_COUNTER) != self.rank:
+                            raise ProtocolError("a welcome of another session (replayed)")
+                        channel = Channel(self.key, self.group, an, nonce(fields, "cn"), "a2c")
+                    else:
+                        fields = expect(channel.open(line), "order", ("cmd", "n"))
+                        if fields["cmd"] not in COMMANDS:
+                            raise ProtocolError("command %r is not one of stop, start" % (fields["cmd"],))
+                        if fields["cmd"]:
+                            self.command(self.unit, fields["cmd"], self.log)
+                    self.heard = self.clock()
+
+
+# --- the program on the node -----------------------------------------------------------------
+
+def read_key(credential):
+    """The group's key from systemd's credentials directory (LoadCredential=), never from argv."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise SystemExit("fence: no $CREDENTIALS_DIRECTORY: run by the fence unit, which loads the "
+                         "group's key with LoadCredential=%s:<file>" % credential)
+    path = os.path.join(folder, credential)
+    try:
+        with open(path, "rb") as handle:
+            key = handle.read().strip()
+    except OSError as err:
+        raise SystemExit("fence: cannot read the group's key %s: %s. Fix: run the sglang_server role, "
+                         "which writes it" % (path, err)) from None
+    if len(key) < MIN_KEY:
+        raise SystemExit("fence: the group's key %s has %d bytes, fewer than %d. Fix: delete its file on "
+                         "rank 0 and run the sglang_server role again" % (path, len(key), MIN_KEY))
+    return key
+
+
+def members_arg(values, nnodes):
+    members = {}
+    for value in values:
+        rank, _sep, ip = value.partition("=")
+        members[int(rank)] = str(address(ip))
+    if sorted(members) != list(range(nnodes)):
+        raise SystemExit("fence: --member must name ranks 0..%d once each, got %s" % (nnodes - 1, sorted(members)))
+    return members
+
+
+def fatal(target, log):
+    """A thread body whose unexpected exception ends the process (systemd restarts it)."""
+    def body():
         try:
-            while reader.is_alive():
-                conn.sendall((json.dumps({"rank": rank, "state": unit_state(unit)}) + "\n").encode())
-                time.sleep(1)
-        except OSError:
-            pass
-        conn.close()
-        log("lost the coordinator %s; reconnecting" % coordinator)
-        lost_since = time.monotonic()
+            target()
+        except BaseException:  # pylint: disable=broad-exception-caught
+            log("internal error, exiting: %s" % traceback.format_exc().replace("\n", " | "))
+            os._exit(EXIT_INTERNAL)
+    return body
 
 
 def main(argv=None):
@@ -218,12 +607,16 @@ def main(argv=None):
     p.add_argument("--nnodes", type=int, required=True)
     p.add_argument("--unit", required=True)
     p.add_argument("--coordinator", required=True, help="rank 0 node's HOST:PORT")
+    p.add_argument("--member", action="append", default=[], help="RANK=ADDRESS of every rank")
+    p.add_argument("--key-credential", required=True, help="name of the group key's credential")
     p.add_argument("--listen", help="HOST:PORT for the coordinator (rank 0 only)")
     p.add_argument("--max-restarts", type=int, default=3)
     p.add_argument("--window", type=float, default=600)
     p.add_argument("--grace", type=float, default=20)
     p.add_argument("--state", help="file for the coordinator's phase (JSON)")
     a = p.parse_args(argv)
+    members = members_arg(a.member, a.nnodes)
+    key = read_key(a.key_credential)
 
     def log(line):
         # This file is also a standalone program (the fence unit runs it on the nodes, outside
@@ -232,10 +625,11 @@ def main(argv=None):
 
     if a.rank == 0:
         coord = Coordinator(a.nnodes, a.max_restarts, a.window)
-        threading.Thread(target=serve, args=(coord, a.listen or a.coordinator, log, a.state),
-                         daemon=True).start()
-        time.sleep(0.5)
-    agent(a.unit, a.rank, a.coordinator, a.grace, log)
+        server = Server(coord, key, a.group, members, split_hostport(a.listen or a.coordinator), log,
+                        a.state, grace=a.grace)
+        threading.Thread(target=fatal(server.serve, log), daemon=True).start()
+    agent = Agent(a.unit, a.rank, a.group, key, a.coordinator, members[a.rank], a.grace, log)
+    fatal(agent.run, log)()
 
 
 if __name__ == "__main__":

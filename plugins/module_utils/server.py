@@ -21,6 +21,8 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
                "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS") + rdma.NCCL_IB_ENV
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+# The name under which the fence unit's LoadCredential= hands the group's key to the fence.
+FENCE_CREDENTIAL = "fence-key"
 
 
 class ServerConfigError(ValueError):
@@ -206,15 +208,27 @@ def start_decision(plan, group_name, setting):
     return True, "GPUs present"
 
 
+def fence_members(plan, group_name):
+    """Every rank's cluster address, rank 0 first: the only peers the group's fences talk to."""
+    group = plan["groups"][group_name]
+    return [plan["nodes"][h]["cluster_ip"] for h in sorted(group["hosts"], key=lambda h: plan["nodes"][h]["node_rank"])]
+
+
 def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3"):
-    """The fence unit's command line on `host` (rank 0's also listens as the coordinator)."""
+    """The fence unit's command line on `host` (rank 0's also listens as the coordinator).
+
+    The group's key is not in it: the unit loads it as the credential FENCE_CREDENTIAL.
+    """
     group = plan["groups"][group_name]
     node = plan["nodes"][host]
     coordinator = format_hostport(group["master_addr"], group["fence_port"])
     argv = [python, plan["layout"]["files"]["fence"], "--group", group_name,
             "--rank", str(node["node_rank"]), "--nnodes", str(group["nnodes"]),
             "--unit", unit_name(plan, group_name) + ".service",
-            "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window)]
+            "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window),
+            "--key-credential", FENCE_CREDENTIAL]
+    for rank, ip in enumerate(fence_members(plan, group_name)):
+        argv += ["--member", "%d=%s" % (rank, ip)]
     if node["node_rank"] == 0:
         # /run/<fence unit>: the unit's RuntimeDirectory.
         argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(plan, group_name)]

@@ -1,4 +1,9 @@
-"""The fence's decisions: arm, fence on failure or silence, restart together, give up."""
+"""The fence's decisions: arm, fence on failure or silence, restart together, give up.
+
+The protocol and the hostile peers on loopback are in test_fence_peers.py.
+"""
+
+import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.fence import Coordinator
 
@@ -94,3 +99,16 @@ def test_stop_times_out_into_restart_decision():
     step(coord, 1, r0="active", r1="failed")
     assert step(coord, 20, r0="deactivating", r1="failed")[0] == "stop"
     assert step(coord, 40, r0="deactivating", r1="failed")[0] == "start"
+
+
+@pytest.mark.parametrize("rank, state", [
+    (None, "active"), ("0", "active"), (True, "active"), (1.0, "active"), (float("nan"), "active"),
+    (float("inf"), "active"), (10 ** 400, "active"), (2, "active"), (-1, "active"),
+    (0, "bogus"), (0, None), (0, 5),
+])
+def test_reports_outside_the_group_or_its_states_are_refused(rank, state):
+    """A rank that is not in the group would keep it from arming or fence it 10 s later."""
+    coord = Coordinator(2)
+    with pytest.raises(ValueError):
+        coord.report(rank, state, 0)
+    assert coord.reports == {}

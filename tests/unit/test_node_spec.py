@@ -28,6 +28,7 @@ def test_default_layout():
     assert lay["units"]["ray"] == "sglang-ray" and lay["files"]["ray_cli"] == "/usr/local/bin/sglang-ray"
     assert lay["units"]["servers"] == {"llama": "sglang-server-llama"}
     assert lay["units"]["fences"] == {"llama": "sglang-fence-llama"}
+    assert lay["files"]["fence_secrets"] == {"llama": "/etc/sglang/sglang-fence-llama.secret"}
     assert lay["files"]["ray_token"] == "/etc/sglang/ray-auth-token"
     assert lay["ray_temp_dir"] == "/var/lib/sglang/ray" and lay["hf_home"] == "/var/lib/sglang/hf"
 
@@ -99,6 +100,11 @@ def test_fence_decision(groups, backend, fence, fenced):
     spec = node_spec(plan_of(groups=groups, sglang_backend=backend), "n0", {"fence": fence, "server": {}})
     assert spec["fenced"] is fenced
     assert bool(spec["fence_argv"]) is fenced
+    if fenced:  # the unit's IPAddressAllow= and LoadCredential=: the members and the group's key
+        assert spec["fence_unit_spec"] == {"members": [plan_of()["nodes"]["n0"]["cluster_ip"], plan_of()["nodes"]["n1"]["cluster_ip"]],
+                                           "credential": "fence-key", "key_file": "/etc/sglang/sglang-fence-llama.secret"}
+    else:
+        assert spec["fence_unit_spec"] is None
 
 
 def test_node_without_a_unit_has_no_fence():
