@@ -565,7 +565,7 @@ def layout(settings, groups):
             "firewall_rules": config + "/firewall.nft",
             "launcher": libexec + "/sglang-launch.py",
             "fence": libexec + "/fence.py",
-            # Each fenced group's HMAC secret (0600 root), handed to its fence by LoadCredential=.
+            # Each fenced group's HMAC secret (0600 root), read by its fence (root) at start.
             "fence_secrets": {g: config + "/" + FENCE_UNIT_PREFIX + g + ".secret" for g in groups},
             # The operator's Ray CLI of this cluster carries the Ray unit's name.
             "ray_cli": "/usr/local/bin/" + ray_unit,

@@ -15,8 +15,8 @@ has not heard its coordinator for `grace` seconds while its rank runs stops its 
 node is gone or its fence hangs, so the rank would hang). An operator's `systemctl stop` leaves
 units inactive, not failed, and the fence disarms.
 
-Every peer is hostile until it proves the group's secret (a 0600 file, handed over by systemd's
-LoadCredential=, never in argv): the coordinator accepts connections only from the planned
+Every peer is hostile until it proves the group's secret (a 0600 root file, whose path, never its
+content, is in argv): the coordinator accepts connections only from the planned
 members' addresses, each rank only from its own; every message carries an HMAC-SHA256; a
 session starts with a nonce from each side (so neither side can be replayed a recorded
 session) and counts its messages each way (so none is replayed or dropped within one). Lines
@@ -34,7 +34,7 @@ Protocol (one line: 64 hex digits of MAC, a space, a JSON object):
 
 The decision logic (`Coordinator.decide`) is pure and unit-tested, and so is the protocol; this
 same file runs on the nodes:  python3 fence.py --group G --rank R --nnodes N --unit U
---coordinator HOST:PORT --member 0=ADDR --member 1=ADDR ... --key-credential NAME
+--coordinator HOST:PORT --member 0=ADDR --member 1=ADDR ... --key-file FILE
 [--listen HOST:PORT] [--max-restarts 3] [--window 600] [--grace 20] [--state FILE]
 """
 
@@ -560,13 +560,8 @@ class Agent:
 
 # --- the program on the node -----------------------------------------------------------------
 
-def read_key(credential):
-    """The group's key from systemd's credentials directory (LoadCredential=), never from argv."""
-    folder = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not folder:
-        raise SystemExit("fence: no $CREDENTIALS_DIRECTORY: run by the fence unit, which loads the "
-                         "group's key with LoadCredential=%s:<file>" % credential)
-    path = os.path.join(folder, credential)
+def read_key(path):
+    """The group's key from its 0600 root file (argv names the file, never the key)."""
     try:
         with open(path, "rb") as handle:
             key = handle.read().strip()
@@ -608,7 +603,7 @@ def main(argv=None):
     p.add_argument("--unit", required=True)
     p.add_argument("--coordinator", required=True, help="rank 0 node's HOST:PORT")
     p.add_argument("--member", action="append", default=[], help="RANK=ADDRESS of every rank")
-    p.add_argument("--key-credential", required=True, help="name of the group key's credential")
+    p.add_argument("--key-file", required=True, help="the group's key (a 0600 root file)")
     p.add_argument("--listen", help="HOST:PORT for the coordinator (rank 0 only)")
     p.add_argument("--max-restarts", type=int, default=3)
     p.add_argument("--window", type=float, default=600)
@@ -616,7 +611,7 @@ def main(argv=None):
     p.add_argument("--state", help="file for the coordinator's phase (JSON)")
     a = p.parse_args(argv)
     members = members_arg(a.member, a.nnodes)
-    key = read_key(a.key_credential)
+    key = read_key(a.key_file)
 
     def log(line):
         # This file is also a standalone program (the fence unit runs it on the nodes, outside

@@ -85,9 +85,8 @@ def node_spec(plan, host, settings=None):
                                                 settings.get("fence_max_restarts", 3),
                                                 settings.get("fence_window", 600))
                               if spec["fenced"] else [])
-        # The fence unit: only the members' addresses (IPAddressAllow=), the key as a credential.
+        # The fence unit: only the members' addresses (IPAddressAllow=); the group's key file.
         spec["fence_unit_spec"] = ({"members": server.fence_members(plan, group_name),
-                                    "credential": server.FENCE_CREDENTIAL,
                                     "key_file": plan["layout"]["files"]["fence_secrets"][group_name]}
                                    if spec["fenced"] else None)
         opts = dict(settings["server"], **(settings.get("router") or {}))

@@ -21,8 +21,6 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
                "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS") + rdma.NCCL_IB_ENV
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-# The name under which the fence unit's LoadCredential= hands the group's key to the fence.
-FENCE_CREDENTIAL = "fence-key"
 
 
 class ServerConfigError(ValueError):
@@ -217,7 +215,7 @@ def fence_members(plan, group_name):
 def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3"):
     """The fence unit's command line on `host` (rank 0's also listens as the coordinator).
 
-    The group's key is not in it: the unit loads it as the credential FENCE_CREDENTIAL.
+    The group's key is not in it, only the path of its 0600 root file.
     """
     group = plan["groups"][group_name]
     node = plan["nodes"][host]
@@ -226,7 +224,7 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
             "--rank", str(node["node_rank"]), "--nnodes", str(group["nnodes"]),
             "--unit", unit_name(plan, group_name) + ".service",
             "--coordinator", coordinator, "--max-restarts", str(max_restarts), "--window", str(window),
-            "--key-credential", FENCE_CREDENTIAL]
+            "--key-file", plan["layout"]["files"]["fence_secrets"][group_name]]
     for rank, ip in enumerate(fence_members(plan, group_name)):
         argv += ["--member", "%d=%s" % (rank, ip)]
     if node["node_rank"] == 0:

@@ -415,8 +415,8 @@ def test_an_internal_error_ends_the_process_with_a_failure(tmp_path):
         port = probe.getsockname()[1]
     argv = [sys.executable, str(FENCE_PY), "--group", GROUP, "--rank", "0", "--nnodes", "2", "--unit", "none.service",
             "--coordinator", "127.0.0.1:%d" % port, "--member", "0=127.0.0.1", "--member", "1=127.0.0.2",
-            "--key-credential", "fence-key", "--state", str(tmp_path / "missing" / "state.json")]
-    proc = subprocess.run(argv, env=dict(os.environ, CREDENTIALS_DIRECTORY=str(tmp_path)), timeout=20,
+            "--key-file", str(tmp_path / "fence-key"), "--state", str(tmp_path / "missing" / "state.json")]
+    proc = subprocess.run(argv, timeout=20,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == fence.EXIT_INTERNAL
     assert "cannot write the state file" in proc.stdout
@@ -430,8 +430,8 @@ def test_a_missing_or_short_key_is_refused_with_the_fix(tmp_path, content, messa
         (tmp_path / "fence-key").write_bytes(content)
     argv = [sys.executable, str(FENCE_PY), "--group", GROUP, "--rank", "1", "--nnodes", "2", "--unit", "u",
             "--coordinator", "127.0.0.1:1", "--member", "0=127.0.0.1", "--member", "1=127.0.0.2",
-            "--key-credential", "fence-key"]
-    proc = subprocess.run(argv, env=dict(os.environ, CREDENTIALS_DIRECTORY=str(tmp_path)), timeout=20,
+            "--key-file", str(tmp_path / "fence-key")]
+    proc = subprocess.run(argv, timeout=20,
                           capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and message in proc.stderr and "Fix:" in proc.stderr
 

@@ -102,7 +102,7 @@ def test_fence_decision(groups, backend, fence, fenced):
     assert bool(spec["fence_argv"]) is fenced
     if fenced:  # the unit's IPAddressAllow= and LoadCredential=: the members and the group's key
         assert spec["fence_unit_spec"] == {"members": [plan_of()["nodes"]["n0"]["cluster_ip"], plan_of()["nodes"]["n1"]["cluster_ip"]],
-                                           "credential": "fence-key", "key_file": "/etc/sglang/sglang-fence-llama.secret"}
+                                           "key_file": "/etc/sglang/sglang-fence-llama.secret"}
     else:
         assert spec["fence_unit_spec"] is None
 

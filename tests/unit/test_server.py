@@ -170,9 +170,9 @@ def test_fence_argv_rank0_coordinates():
     assert flag(r0, "--listen") == "10.0.0.10:20100" and "--listen" not in r1
     assert flag(r1, "--unit") == "sglang-server-llama.service" and flag(r1, "--rank") == "1"
     assert flag(fence_argv(plan_for(ip="fd00::%d"), "llama", "gpu1"), "--coordinator") == "[fd00::10]:20100"
-    # Every rank's planned address, rank 0 first; the key only by the name of its credential.
+    # Every rank's planned address, rank 0 first; the key only by its file.
     assert [r1[i + 1] for i, a in enumerate(r1) if a == "--member"] == ["0=10.0.0.10", "1=10.0.0.11"]
-    assert flag(r1, "--key-credential") == "fence-key"
+    assert flag(r1, "--key-file") == "/etc/sglang/sglang-fence-llama.secret"
 
 
 def test_router_fronts_every_rank0_and_never_carries_the_key():
