@@ -143,9 +143,8 @@ def waiting_problem(state):
         return ("%s is PENDING for %s: it asks for more than partition %s allows and will never start. "
                 "Fix: scancel %s, then lower the nodes or time (slurm_job_time_limit) or choose another "
                 "partition (slurm_job_partition)" % (job, state["reason"], state["partition"], state["job_id"]))
-    if state["state"] in ENDED_STATES:
-        return ("%s is %s (exit %s) before it was ready. Fix: read its log %s"
-                % (job, state["state"], state["exit_code"], state["stdout"]))
+    # A job that already ended is judged by what its nodes reported (a job on CPU nodes checks,
+    # reports and ends by design).
     return None
 
 
@@ -209,6 +208,7 @@ DEFAULT_JOB = {
     "start": "auto",        # auto | always | never (as sglang_server_start)
     "ray_join_timeout": 120,
     "ray_object_store_memory": None,
+    "ray_extra_args": [],   # the ray role's settings, as its units get them
     "server": {},           # the sglang_server settings (host, env, nccl_debug, gpu_vendor, hf_offline)
 }
 
@@ -285,7 +285,7 @@ def job_plan(plan, opts=None):
             entry["ray"] = {
                 "head": node["is_ray_head"],
                 "argv": ray_args.ray_start_argv(view, host, opts.get("ray_object_store_memory"),
-                                                temp_dir=node_dir + "/ray"),
+                                                temp_dir=node_dir + "/ray", extra_args=opts.get("ray_extra_args") or ()),
                 "env": ray_args.ray_environment(view, host, auth_token_path=view["layout"]["files"]["ray_token"],
                                                 gcs_reconnect_timeout=30),
             }
@@ -316,7 +316,8 @@ def _directives(opts, group, plan, job_name, output_dir):
     lines = ["--job-name=%s" % job_name, "--nodes=%d" % group["nnodes"],
              "--nodelist=%s" % ",".join(group["hosts"]), "--ntasks-per-node=1"]
     if output_dir:
-        lines += ["--output=%s/%s-%%j.out" % (output_dir, job_name), "--chdir=%s" % output_dir]
+        # --chdir: every node has /tmp, not necessarily the output directory (only the batch host writes there).
+        lines += ["--output=%s/%s-%%j.out" % (output_dir, job_name), "--chdir=/tmp"]
     for key, flag in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos"),
                       ("time_limit", "--time")):
         if opts.get(key):
@@ -492,8 +493,9 @@ def command_result(result, kind, what, job_id=None):
             return {"ok": False, "value": None, "line": "%s: %s" % (what, exc)}
         problem = waiting_problem(state)
         return {"ok": problem is None, "value": state,
-                "line": problem or "job %s (%s) is %s%s" % (
+                "line": problem or "job %s (%s) is %s%s%s" % (
                     state["job_id"], state["name"], state["state"],
+                    " (exit %s)" % state["exit_code"] if state["state"] in ENDED_STATES else "",
                     " on %s" % state["node_list"] if state["node_list"] else " (%s)" % state["reason"])}
     if kind == "cancel":
         if rc != 0:

@@ -139,7 +139,7 @@ def test_native_job_uses_the_server_units_argv_and_env():
     assert job["dist_init_addr"] == "10.89.78.91:20000" and job["ray"] is None
     assert job["start"] is False and "no GPU" in job["reason"]
     assert job["sbatch"] == ["--job-name=sglang-lab_slurm", "--nodes=2", "--nodelist=sl1,sl2", "--ntasks-per-node=1",
-                             "--output=/home/op/jobs/sglang-lab_slurm-%j.out", "--chdir=/home/op/jobs", "--exclusive"]
+                             "--output=/home/op/jobs/sglang-lab_slurm-%j.out", "--chdir=/tmp", "--exclusive"]
 
 
 def test_real_gpus_ask_for_gres_and_start():
