@@ -271,6 +271,8 @@ def job_plan(plan, opts=None):
     ray_backend = group["backend"] == "ray"
     units = server.group_units(view, group_name, dict(opts.get("server") or {}, ray_auth=ray_backend, hf_token=False))
     start, reason = server.start_decision(plan, group_name, opts["start"])
+    # The units' wording speaks of units; a job checks its arguments on every node and reports.
+    reason = reason.split(";")[0] + ("" if start else "; every node checks its arguments, reports and ends")
     launcher = view["layout"]["files"]["launcher"]
     ranks = []
     for host in group["hosts"]:
@@ -357,6 +359,8 @@ def render_script(job, node_program, launcher):
         "stage=$(mktemp -d)",
         # The role waits for every node's report or this line, whichever comes first.
         "trap 'rc=$?; rm -rf \"$stage\"; echo \"%s(exit $rc)\"' EXIT" % END_MARK,
+        # scancel sends SIGTERM: exit through the EXIT trap, so the staging directory goes too.
+        "trap 'exit 143' TERM",
         _heredoc("slurm_node.py", "SGLANG_OPS_NODE_PROGRAM", node_program).rstrip("\n"),
         _heredoc("sglang-launch.py", "SGLANG_OPS_LAUNCHER", launcher).rstrip("\n"),
         _heredoc("spec.json", "SGLANG_OPS_SPEC", spec).rstrip("\n"),
@@ -364,7 +368,7 @@ def render_script(job, node_program, launcher):
     files = ["slurm_node.py", "sglang-launch.py", "spec.json"]
     if job["ray"]:
         lines += ["# The Ray cluster's token for this job only: made here, copied to the nodes as a 0600 file.",
-                  "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > \"$stage/ray-auth-token\""]
+                  "python3 -c 'import secrets, sys; sys.stdout.write(secrets.token_hex(24))' > \"$stage/ray-auth-token\""]
         files.append("ray-auth-token")
     lines += [
         "echo \"sglang_ops: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, group %s\"" % job["group"],

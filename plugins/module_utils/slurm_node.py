@@ -134,11 +134,14 @@ def ray_probe(spec, env, deadline):
 
 
 def wait_head_gone(gcs, limit):
-    """A worker's Ray ends with its head's: once the GCS stops answering (3 tries), or `limit`."""
-    deadline, misses = time.monotonic() + limit, 0
+    """A worker's Ray ends with its head's: once the GCS, having answered, stops answering (3 tries
+    in a row), or after `limit` seconds, or when this node's own Ray exits."""
+    deadline, misses, seen = time.monotonic() + limit, 0, False
     while time.monotonic() < deadline and all(p.poll() is None for p in _children):
-        misses = 0 if reachable(gcs) else misses + 1
-        if misses >= 3:
+        up = reachable(gcs)
+        seen = seen or up
+        misses = 0 if up else misses + 1
+        if seen and misses >= 3:
             return True
         time.sleep(1)
     return False
@@ -194,7 +197,7 @@ def main(spec_path):
     if not ok:
         return 1
     if not spec["start"]:
-        log("not started: %s" % spec["reason"])
+        log(spec["reason"])
         if entry["ray"] and not entry["ray"]["head"]:
             wait_head_gone(spec["ray"]["gcs_address"], spec["ray"]["join_timeout"] + 900)
         return 0

@@ -65,7 +65,8 @@ def slurm_lab(deployed, tmp_path_factory):
         for host in (H1, H2):
             on_host(host, "rm -rf %s %s" % (OUTPUT_DIR, NODE_DIR))
             # Nothing of the jobs is left running (their Ray, the node program).
-            assert on_host(host, "pgrep -f %s || true" % NODE_DIR).strip() == "", host
+            # ([/]: pgrep's own shell must not match itself)
+            assert on_host(host, "pgrep -af '[/]%s' || true" % NODE_DIR.lstrip("/")).strip() == "", host
             # Every path, unit file, user, group and nft table as before SLURM came up.
             assert host_state(host) == before[host], host
 
@@ -87,8 +88,9 @@ def graph(inv):
 
 
 def test_inventory_from_a_running_job_in_rank_order(slurm_lab):
-    holder = slurm_cmd("sbatch --parsable -N2 --exclusive -J holder --wrap 'sleep 120'").stdout.strip()
-    waiter = slurm_cmd("sbatch --parsable -N2 --exclusive -J waiter --wrap 'sleep 1'").stdout.strip()
+    opts = "--parsable -N2 --exclusive --chdir=/tmp --output=/dev/null"
+    holder = slurm_cmd("sbatch %s -J holder --wrap 'sleep 120'" % opts).stdout.strip()
+    waiter = slurm_cmd("sbatch %s -J waiter --wrap 'sleep 1'" % opts).stdout.strip()
     try:
         for _ in range(30):
             if "RUNNING" in slurm_cmd("scontrol -o show job %s" % holder).stdout:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,19 @@ def test_ansible_doc_renders_the_plugin():
     proc = subprocess.run(["ansible-doc", "-t", "inventory", "sglang_ops.cluster.slurm"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 0 and "SLURM_NODEID" in proc.stdout and "node_list" in proc.stdout, proc.stderr
+
+
+def test_worker_ends_with_its_head_but_not_before_it_answered():
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    threading.Timer(1.5, listener.close).start()
+    t0 = time.monotonic()
+    assert slurm_node.wait_head_gone("127.0.0.1:%d" % port, 30) is True
+    assert 1.5 <= time.monotonic() - t0 < 15
+    # A head that never answered yet (still starting) is not a head that went away.
+    assert slurm_node.wait_head_gone("127.0.0.1:%d" % port, 4) is False
