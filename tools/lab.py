@@ -349,7 +349,8 @@ def pinned_requirements() -> list[str]:
 
     defaults = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())
     if defaults.get("sglang_lock"):
-        return list(defaults["sglang_lock"])
+        # The lock's --hash words are for the install (--require-hashes); pip download takes pins.
+        return [line.split()[0] for line in defaults["sglang_lock"]]
     versions = defaults["sglang_versions"]
     return [f"{name}=={versions[name]}" for name in defaults["sglang_install_packages"]]
 
@@ -378,34 +379,69 @@ def patch_torchvision_source(text: str) -> str:
     return text.replace("\n\n\ndef register_meta(", TV_GUARD + "\n\ndef register_meta(", 1)
 
 
-def repack_torchvision(wheel: Path) -> Path:
-    """Rewrite a torchvision wheel with the guard, as version X+sglangops1 (RECORD updated)."""
+def rewrite_wheel(wheel: Path, target: Path, rename=lambda n: n, patch=lambda name, data: data) -> None:
+    """Write `wheel` to `target` with entries renamed and patched and RECORD made anew.
+
+    Byte for byte reproducible (fixed times and modes): the lab's lock carries the repacked
+    wheel's hash, and pip installs it with --require-hashes.
+    """
     import base64
     import hashlib
     import zipfile
 
+    def entry(arcname):
+        info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+        return info
+
+    records, record_name = [], None
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            arcname = rename(item.filename)
+            if arcname.endswith(".dist-info/RECORD"):
+                record_name = arcname
+                continue
+            data = patch(item.filename, src.read(item))
+            dst.writestr(entry(arcname), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{arcname},sha256={digest},{len(data)}")
+        records.append(f"{record_name},,")
+        dst.writestr(entry(record_name), "\n".join(records) + "\n")
+
+
+def repack_torchvision(wheel: Path) -> Path:
+    """Rewrite a torchvision wheel with the guard, as version X+sglangops1 (RECORD updated)."""
     name, version, rest = wheel.name.split("-", 2)
     new_version = f"{version}+{TV_LOCAL}"
     old_info, new_info = f"{name}-{version}.dist-info/", f"{name}-{new_version}.dist-info/"
     target = wheel.with_name(f"{name}-{new_version}-{rest}")
-    records = []
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            arcname = item.filename.replace(old_info, new_info, 1)
-            if arcname == new_info + "RECORD":
-                continue
-            data = src.read(item)
-            if item.filename == TV_FILE:
-                data = patch_torchvision_source(data.decode()).encode()
-            elif arcname == new_info + "METADATA":
-                data = data.decode().replace(f"\nVersion: {version}\n", f"\nVersion: {new_version}\n", 1).encode()
-            dst.writestr(arcname, data)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            records.append(f"{arcname},sha256={digest},{len(data)}")
-        records.append(f"{new_info}RECORD,,")
-        dst.writestr(new_info + "RECORD", "\n".join(records) + "\n")
+
+    def patch(filename, data):
+        if filename == TV_FILE:
+            return patch_torchvision_source(data.decode()).encode()
+        if filename == old_info + "METADATA":
+            return data.decode().replace(f"\nVersion: {version}\n", f"\nVersion: {new_version}\n", 1).encode()
+        return data
+
+    rewrite_wheel(wheel, target, lambda n: n.replace(old_info, new_info, 1), patch)
     wheel.unlink()
     return target
+
+
+def lock_hashes(_args=None) -> None:
+    """Print the lab's lock with the sha256 of each wheel in the wheelhouse (for versions.yml)."""
+    import hashlib
+
+    files = {}
+    for wheel in WHEELHOUSE.glob("*.whl"):
+        name, version = wheel.name.split("-")[:2]
+        files[(re.sub(r"[-_.]+", "-", name).lower(), version.split("+")[0])] = wheel
+    for pin in pinned_requirements():
+        name, version = pin.split("==")
+        wheel = files.get((re.sub(r"[-_.]+", "-", name).lower(), version))
+        if wheel is None:
+            raise SystemExit(f"lab: no wheel for {pin} in {WHEELHOUSE}: run `lab.py wheels` first")
+        print(f"  - {pin} --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}")
 
 
 def wheels(_args=None) -> None:
@@ -737,6 +773,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("deps").set_defaults(fn=deps)
     sub.add_parser("image").add_argument("--force", action="store_true")
     sub.add_parser("wheels").set_defaults(fn=wheels)
+    sub.add_parser("lock-hashes").set_defaults(fn=lock_hashes)
     sub.add_parser("model").set_defaults(fn=tiny_model)
     for name, fn in (("up", up), ("down", down), ("list", list_hosts), ("inventory", None)):
         sp = sub.add_parser(name)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import node_spec, server
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import node_spec, redact, server
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.filters import wrap_errors
 
 
 class FilterModule:
     """`plan | node_spec(host, settings)`, `argv | server_validation_argv(launcher)`,
-    `argv | server_router_validation_argv(launcher)`."""
+    `argv | server_router_validation_argv(launcher)`, `text | redact(secrets)`."""
 
     def filters(self):
         return {
             "node_spec": wrap_errors(node_spec.node_spec),
             "server_validation_argv": wrap_errors(server.validation_argv),
             "server_router_validation_argv": wrap_errors(server.router_validation_argv),
+            "redact": redact.redact,
         }

@@ -49,6 +49,8 @@ DEFAULTS = {
     "sglang_dist_port_span": 100,
     "sglang_api_key_required": False,
     "sglang_extra_args": [],
+    # The model's Hugging Face revision: a commit pins what the nodes (or SGLang) download.
+    "sglang_model_revision": "",
     "sglang_router": False,
     "sglang_router_port": 30080,
     "sglang_router_host": None,
@@ -102,7 +104,8 @@ OPTION_TYPES = {
     "sglang_backend": ("str", None), "sglang_node_rank": ("int", None),
     "sglang_port": ("int", None), "sglang_dist_init_port": ("int", None),
     "sglang_dist_port_span": ("int", None), "sglang_api_key_required": ("bool", None),
-    "sglang_extra_args": ("list", "str"), "sglang_router": ("bool", None),
+    "sglang_extra_args": ("list", "str"), "sglang_model_revision": ("str", None),
+    "sglang_router": ("bool", None),
     "sglang_router_port": ("int", None), "sglang_router_host": ("str", None),
     "cluster_http_proxy": ("str", None), "cluster_https_proxy": ("str", None),
     "cluster_no_proxy": ("list", "str"), "cluster_extra_vars_allowed": ("list", "str"),
@@ -123,14 +126,19 @@ NFT_TABLE = "sglang_ops"
 ROUTER_UNIT = "sglang-router"
 SERVER_UNIT_PREFIX = "sglang-server-"
 FENCE_UNIT_PREFIX = "sglang-fence-"
-# The launcher hands SGLang (and the router) the API key from this variable, read from a 0600
-# EnvironmentFile, so the key is never in a command line that `ps` shows.
-API_KEY_ENV = "SGLANG_OPS_API_KEY"
+# The server and router units take their secrets through systemd's LoadCredential= (read as
+# root from 0600 root files, handed to the service in a private directory): never argv, an
+# environment another process of the user can read (/proc/PID/environ), or the journal. The
+# launcher maps each credential id to its flag; {id: file name in cluster_config_dir}.
+CREDENTIALS = {"api_key": "api-key", "admin_api_key": "admin-api-key",
+               "tls_cert": "tls-cert.pem", "tls_key": "tls-key.pem", "tls_ca": "tls-ca.pem"}
+# The collection's former secrets file (an EnvironmentFile per unit): removed where found.
+LEGACY_ENV_SUFFIX = ".env"
 # Same value on every host of a model group (they describe one SGLang server).
 GROUP_KEYS = (
     "sglang_model_path", "sglang_tp", "sglang_pp", "sglang_dp", "sglang_enable_dp_attention",
     "sglang_backend", "sglang_port", "sglang_dist_init_port", "sglang_dist_port_span",
-    "sglang_api_key_required", "sglang_extra_args",
+    "sglang_api_key_required", "sglang_extra_args", "sglang_model_revision",
     "sglang_pd_role", "sglang_pd_bootstrap_port", "sglang_ep", "sglang_moe_a2a_backend",
     "sglang_enable_eplb", "sglang_ep_num_redundant_experts",
 )
@@ -154,7 +162,7 @@ MANAGED_FLAGS = (
     "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray", "--enable-dp-attention",
     "--attn-dp-size", "--disaggregation-mode", "--disaggregation-transfer-backend",
     "--disaggregation-bootstrap-port", "--disaggregation-ib-device", "--ep-size", "--ep",
-    "--moe-a2a-backend", "--enable-eplb", "--ep-num-redundant-experts",
+    "--moe-a2a-backend", "--enable-eplb", "--ep-num-redundant-experts", "--revision",
 )
 # `\Z`, never `$`: `$` also matches before a trailing newline ("eth0\n" would pass).
 IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
@@ -571,7 +579,9 @@ def layout(settings, groups):
             "ray_cli": "/usr/local/bin/" + ray_unit,
         },
         "nft_table": NFT_TABLE,
-        "env": {"api_token": API_KEY_ENV},
+        # LoadCredential= ids of the server and router units and their 0600 root files.
+        "credentials": {cid: config + "/" + name for cid, name in CREDENTIALS.items()},
+        "legacy_env_suffix": LEGACY_ENV_SUFFIX,
     }
 
 
@@ -675,6 +685,9 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             "num_gpus": len(ids) if ids else 0,
             "gpus_fake": bool(chk.get(host, "cluster_gpus_fake")),
             "user": user, "venv_dir": venv,
+            # Which secrets this node's units load (never the secrets: the roles write them).
+            "secrets": {"api_key": bool(chk.hostvars.get(host, {}).get("_api_key_set")),
+                        "admin_api_key": bool(chk.hostvars.get(host, {}).get("_admin_api_key_set"))},
         }
 
     families = {ipaddress.ip_address(n["cluster_ip"]).version for n in nodes.values() if n["cluster_ip"]}
@@ -733,7 +746,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         dist_port = group_ports["sglang_dist_init_port"]
         groups[group] = dict(
             par or {}, hosts=ordered, nnodes=len(hosts), rank0=rank0, backend=backend,
-            model_path=model, http_port=group_ports["sglang_port"],
+            model_path=model, model_revision=chk.get(first, "sglang_model_revision") or "",
+            http_port=group_ports["sglang_port"],
             dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
             if nodes[rank0]["cluster_ip"] and dist_port else None,
             api_key_required=bool(chk.get(first, "sglang_api_key_required")),

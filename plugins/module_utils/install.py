@@ -2,7 +2,10 @@
 
 Why this exists: air-gapped clusters and the lab install from a wheelhouse the controller
 serves; the flags differ in ways that fail quietly (pip ignores a plain-HTTP find-links URL
-without --trusted-host and then reports "No matching distribution").
+without --trusted-host and then reports "No matching distribution"). pip runs as root: a lock
+whose lines carry hashes (`name==version --hash=sha256:...`) is installed with
+--require-hashes, so a wheel swapped on the index, the wheelhouse or the wire is refused, and a
+plain-HTTP wheelhouse is used only when the inventory says so.
 """
 
 from __future__ import annotations
@@ -20,8 +23,15 @@ READ_VERSIONS = (
 )
 
 
-def pip_source_args(mode, wheelhouse_url=None, index_url=None):
-    """pip options for `mode`: the index (online) or only the wheelhouse (offline)."""
+HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}\Z")
+
+
+def pip_source_args(mode, wheelhouse_url=None, index_url=None, allow_http=False):
+    """pip options for `mode`: the index (online) or only the wheelhouse (offline).
+
+    A plain-HTTP URL (anyone on the path may swap a wheel) needs allow_http
+    (sglang_wheelhouse_allow_http); --trusted-host is added only then.
+    """
     if mode not in MODES:
         raise ValueError("sglang_install_mode %r: use one of %s" % (mode, ", ".join(MODES)))
     if mode == "online":
@@ -32,6 +42,9 @@ def pip_source_args(mode, wheelhouse_url=None, index_url=None):
     args = ["--no-index", "--find-links", wheelhouse_url]
     parsed = urlparse(wheelhouse_url)
     if parsed.scheme == "http":
+        if not allow_http:
+            raise ValueError("sglang_wheelhouse_url %s is plain HTTP: anyone on the path can swap a wheel "
+                             "pip installs as root" % wheelhouse_url)
         args += ["--trusted-host", parsed.hostname]
     return args
 
@@ -58,6 +71,7 @@ def install_requirements(packages, versions, lock=None):
         if name in locked and locked[name] != version:
             raise ValueError("sglang_lock pins %s twice (%s and %s)" % (name, locked[name], version))
         locked[name] = version
+    hashed(lock)
     for name, version in sorted(versions.items()):
         have = locked.get(normalize_name(name))
         if have is None:
@@ -78,9 +92,39 @@ def normalize_name(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def split_hashes(requirement):
+    """`name==version --hash=sha256:H ...` -> (`name==version`, [`--hash=sha256:H`, ...])."""
+    words = str(requirement).split()
+    if not words:
+        return "", []
+    bad = [w for w in words[1:] if not HASH.match(w)]
+    if bad:
+        raise ValueError("%r: %r is not --hash=sha256:<64 hex digits>" % (requirement, bad[0]))
+    return words[0], words[1:]
+
+
+def hashed(requirements):
+    """Whether the requirements carry hashes (then pip runs with --require-hashes); all or none."""
+    with_hashes = [r for r in requirements if split_hashes(r)[1]]
+    if with_hashes and len(with_hashes) != len(requirements):
+        without = next(r for r in requirements if not split_hashes(r)[1])
+        raise ValueError("sglang_lock: %d lines carry --hash but %r does not; pip's --require-hashes "
+                         "needs a hash on every line" % (len(with_hashes), without))
+    return bool(with_hashes)
+
+
+def pip_requirements(requirements):
+    """(pip options, requirements file text or None): a hashed lock goes to pip as a file (hashes
+    are valid only there) with --require-hashes; plain pins as arguments."""
+    if hashed(requirements):
+        return ["--require-hashes", "-r"], "".join(r + "\n" for r in requirements)
+    return list(requirements), None
+
+
 def parse_pin(requirement):
-    """`name==version` -> (normalized name, version); anything looser is refused."""
-    name, sep, version = requirement.partition("==")
+    """`name==version` (optionally with --hash=sha256:... words) -> (normalized name, version);
+    anything looser is refused."""
+    name, sep, version = split_hashes(requirement)[0].partition("==")
     if not sep or not name.strip() or not version.strip() or any(c in version for c in "<>=!~*,"):
         raise ValueError("%r is not an exact pin (name==version)" % (requirement,))
     return normalize_name(name.strip()), version.strip()

@@ -12,14 +12,17 @@ import re
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import rdma
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
-    API_KEY_ENV,
     BACKENDS,
     format_hostport,
 )
 
 # Variables the plan owns; sglang_server_env may not override them.
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
-               "HIP_VISIBLE_DEVICES", "HF_HOME", API_KEY_ENV, "RAY_ADDRESS") + rdma.NCCL_IB_ENV
+               "HIP_VISIBLE_DEVICES", "HF_HOME", "RAY_ADDRESS", "CREDENTIALS_DIRECTORY") + rdma.NCCL_IB_ENV
+# The secrets the server and the router take as credentials (LoadCredential= ids of the plan's
+# layout), in the order the units list them.
+SERVER_CREDENTIALS = ("api_key", "admin_api_key")
+ROUTER_CREDENTIALS = ("api_key",)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -100,8 +103,14 @@ def _check_env(extra_env):
                                     % key)
 
 
+def credentials(plan, host, ids):
+    """[[id, file]] of the secrets `host` has among `ids`: the unit's LoadCredential= lines."""
+    have = plan["nodes"][host].get("secrets") or {}
+    return [[cid, plan["layout"]["credentials"][cid]] for cid in ids if have.get(cid)]
+
+
 def node_environment(plan, host, opts):
-    """The unit's Environment= (no secrets: the API key comes from the EnvironmentFile)."""
+    """The unit's Environment= (no secrets: those are credentials, see `credentials`)."""
     node = plan["nodes"][host]
     env = {
         "NCCL_SOCKET_IFNAME": node["cluster_interface"],
@@ -141,6 +150,9 @@ def group_units(plan, group_name, opts):
     if group["backend"] not in BACKENDS:
         raise ServerConfigError("sglang_backend %r: use one of %s" % (group["backend"], ", ".join(BACKENDS)))
     base = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--model-path", group["model_path"]] + _parallel_args(group)
+    if group.get("model_revision") and not group["model_path"].startswith("/"):
+        # A hub id SGLang downloads itself: at the pinned revision, not whatever `main` is today.
+        base += ["--revision", group["model_revision"]]
     common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
     extra = list(group.get("extra_args") or [])
     units = {}
@@ -164,7 +176,7 @@ def group_units(plan, group_name, opts):
         if opts.get("ray_auth"):
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=plan["layout"]["files"]["ray_token"])
         units[rank0] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=0,
-                            argv=argv, env=env)
+                            argv=argv, env=env, credentials=credentials(plan, rank0, SERVER_CREDENTIALS))
         return units
     for host in group["hosts"]:
         rank = plan["nodes"][host]["node_rank"]
@@ -174,7 +186,8 @@ def group_units(plan, group_name, opts):
                      "--dist-init-addr", group["dist_init_addr"]]
         argv += common_tail + extra
         units[host] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=rank,
-                           argv=argv, env=node_environment(plan, host, opts))
+                           argv=argv, env=node_environment(plan, host, opts),
+                           credentials=credentials(plan, host, SERVER_CREDENTIALS))
     return units
 
 
@@ -236,8 +249,8 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
 def router_unit(plan, opts):
     """{host: {unit, argv, env}} for the sglang-router in front of every group's rank 0, or {}.
 
-    With an API key the launcher hands the router the same key (from the EnvironmentFile): it then
-    requires it from clients and sends it to the workers.
+    With an API key the launcher hands the router the same key (its credential): it then requires
+    it from clients and sends it to the workers.
     """
     router = plan.get("router")
     if not router:
@@ -256,7 +269,8 @@ def router_unit(plan, opts):
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
         "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
-    return {router["host"]: dict(unit=plan["layout"]["units"]["router"], argv=argv, env=env)}
+    return {router["host"]: dict(unit=plan["layout"]["units"]["router"], argv=argv, env=env,
+                                 credentials=credentials(plan, router["host"], ROUTER_CREDENTIALS))}
 
 
 def router_validation_argv(argv, launcher):

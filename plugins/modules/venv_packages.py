@@ -19,7 +19,10 @@ options:
     type: path
     required: true
   requirements:
-    description: Exact pins, C(name==version).
+    description:
+      - Exact pins, C(name==version).
+      - When every pin carries C(--hash=sha256:...) words (a hashed lock), pip gets them as a requirements
+        file with C(--require-hashes) and refuses any file whose hash differs; all pins or none must carry hashes.
     type: list
     elements: str
     required: true
@@ -77,7 +80,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import READ_VERSIONS, plan_install
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import READ_VERSIONS, pip_requirements, plan_install
 
 
 def read_installed(module, venv_python):
@@ -104,6 +107,7 @@ def main():
     try:
         installed = {} if created else read_installed(module, venv_python)
         changes = plan_install(p["requirements"], installed)
+        req_args, req_file = pip_requirements(p["requirements"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=bool(changes) or created, created=created, changes=changes,
@@ -113,10 +117,16 @@ def main():
     if created:
         module.run_command([p["python"], "-m", "venv", p["path"]], check_rc=True)
     if changes:
+        if req_file is not None:
+            # Hashes are valid only in a requirements file; it holds nothing secret.
+            path = os.path.join(module.tmpdir, "requirements.txt")
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(req_file)
+            req_args = req_args + [path]
         rc, out, err = module.run_command(
             [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir",
              "--no-input"] + (["--no-deps"] if p["no_deps"] else []) + p["pip_args"]
-            + p["requirements"])
+            + req_args)
         if rc != 0:
             module.fail_json(msg="pip install failed in %s: %s" % (p["path"], (err or out).strip()[-3000:]),
                              **result)

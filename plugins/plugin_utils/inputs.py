@@ -56,6 +56,7 @@ VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*\Z")
 # One released version (PEP 440 without ranges, wildcards or markers): 2.14.1, 0.5.23.post1, 2.13.0+cpu.
 PIN_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+!_-]*\Z")
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
+COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 PORT_RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})\Z")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
@@ -320,14 +321,19 @@ def _relations(res, host, v, hv, check_mode):
                  "add %s to %s (e.g. %s), or set sglang_transfer_engine_install: false where the venv "
                  "carries it already" % (engine, missing, "mooncake-transfer-engine: \"0.3.13.post1\""
                                          if engine.startswith("mooncake") else "nixl: \"1.5.1\""))
-    if res.ok(host, "sglang_install_mode", "sglang_wheelhouse_url", "sglang_index_url"):
+    if res.ok(host, "sglang_install_mode", "sglang_wheelhouse_url", "sglang_index_url", "sglang_wheelhouse_allow_http"):
         try:
             install.pip_source_args(v["sglang_install_mode"], v["sglang_wheelhouse_url"] or None,
-                                    v["sglang_index_url"] or None)
+                                    v["sglang_index_url"] or None, bool(v.get("sglang_wheelhouse_allow_http")))
         except ValueError as exc:
-            fail(host, "sglang_wheelhouse_url", str(exc),
-                 "serve a wheelhouse (pip download ... -d wheels/) and set sglang_wheelhouse_url, or "
-                 "set sglang_install_mode: online")
+            if "plain HTTP" in str(exc):
+                fail(host, "sglang_wheelhouse_url", str(exc),
+                     "serve the wheelhouse over https:// or from a directory on the nodes, or accept plain HTTP "
+                     "with sglang_wheelhouse_allow_http: true (with a hashed sglang_lock)")
+            else:
+                fail(host, "sglang_wheelhouse_url", str(exc),
+                     "serve a wheelhouse (pip download ... -d wheels/) and set sglang_wheelhouse_url, or "
+                     "set sglang_install_mode: online")
         for key, dirs_ok in (("sglang_wheelhouse_url", True), ("sglang_index_url", False)):
             url = v[key]
             if url and not (urlparse(url).scheme in ("http", "https") and urlparse(url).hostname) and not (
@@ -350,6 +356,18 @@ def _relations(res, host, v, hv, check_mode):
     if revision and res.ok(host, "sglang_model_revision") and (".." in revision or not REVISION.match(revision)):
         fail(host, "sglang_model_revision", "%r is not a branch, tag or commit" % (revision,),
              "write a branch, tag or commit hash (letters, digits, ._/-)")
+    elif v.get("sglang_model_source") == "hf" and repo and not COMMIT.match(revision or "") \
+            and res.ok(host, "sglang_model_revision", "sglang_model_source", "sglang_model_repo"):
+        # A branch or tag moves: every node (and every later deploy) could get other weights.
+        fail(host, "sglang_model_revision", "%s for sglang_model_source: hf, but a download must be pinned "
+             "to a commit" % ("%r is a branch or tag" % revision if revision else "not set"),
+             "set sglang_model_revision to the 40-hex commit of %s to deploy (the repository's history "
+             "on the hub, or huggingface_hub.model_info(repo).sha)" % repo)
+    # The admin key opens what the client key must not: the two may not be one.
+    admin = hv.get("sglang_server_admin_api_key")
+    if admin and res.ok(host, "sglang_server_admin_api_key", "sglang_server_api_key") and admin == hv.get("sglang_server_api_key"):
+        fail(host, "sglang_server_admin_api_key", "equals sglang_server_api_key, so every client could use the "
+             "admin endpoints", "give the admin key a value of its own (e.g. openssl rand -hex 32) in the vault")
     # Server environment (server._check_env) and arguments the plan or role owns.
     if res.ok(host, "sglang_server_env") and v["sglang_server_env"] is not None:
         try:

@@ -40,6 +40,7 @@ def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
         plain[host].update({k: raw[host][k] for k in EXTRA_KEYS if k in raw[host]})
         # Only whether a key exists travels into the plan, never the key itself.
         plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
+        plain[host]["_admin_api_key_set"] = bool(raw[host].get("sglang_server_admin_api_key"))
     items = list(judged.problems)
     if len(heads) > 1:
         items.append((HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"

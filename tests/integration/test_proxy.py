@@ -68,7 +68,7 @@ def test_wheels_come_through_the_proxy(deployed):
     if not all("ok: [%s]" % h["name"] in venv for h in HOSTS):
         pytest.skip("the hosts already had their venv (LAB_KEEP): this deploy downloaded nothing")
     lock = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())["sglang_lock"]
-    want = {(canonical(pin.split("==")[0]), pin.split("==")[1]) for pin in lock}
+    want = {(canonical(pin.split()[0].split("==")[0]), pin.split()[0].split("==")[1]) for pin in lock}
     for host in HOSTS:
         since = created(host["name"])
         fetched = {wheel_key(unquote(r["target"].rsplit("/", 1)[1])) for r in proxied(since)
@@ -98,7 +98,7 @@ def install_from_hub(*extra):
     try:
         run = playbook("playbooks/deploy.yml", INVENTORY, "--tags", "install",
                        "-e", "sglang_model_source=hf", "-e", "sglang_model_repo=%s" % TEST_REPO,
-                       "-e", "sglang_model_path=%s" % TEST_MODEL_DIR, *extra)
+                       "-e", "sglang_model_revision=%s" % ("0" * 40), "-e", "sglang_model_path=%s" % TEST_MODEL_DIR, *extra)
         return run, proxied(t0)
     finally:
         for h in HOSTS:

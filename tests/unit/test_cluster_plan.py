@@ -75,10 +75,15 @@ def test_two_model_groups_share_one_ray_cluster():
 
 
 def test_secret_never_enters_the_plan():
+    """Only whether a secret is set travels: which credentials the units load, never a value."""
     inv = inventory(sglang_api_key_required=True)
     for h in inv["hostvars"]:
-        inv["hostvars"][h]["_api_key_set"] = True
-    assert "key" not in repr(plan_of(inv)).replace("api_key_required", "")
+        inv["hostvars"][h].update(_api_key_set=True, _admin_api_key_set=True,
+                                  sglang_server_api_key="sk-SENTINEL-1", sglang_server_admin_api_key="sk-SENTINEL-2")
+    plan = plan_of(inv)
+    assert "SENTINEL" not in repr(plan)
+    assert all(n["secrets"] == {"api_key": True, "admin_api_key": True} for n in plan["nodes"].values())
+    assert plan["layout"]["credentials"]["api_key"] == "/etc/sglang/api-key"
 
 
 def set_all(key, value):

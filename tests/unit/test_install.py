@@ -7,31 +7,65 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import 
     normalize_name,
     parse_pin,
     pinned_requirements,
+    pip_requirements,
     pip_source_args,
     plan_install,
     version_matches,
 )
 
 
-@pytest.mark.parametrize("mode,url,index,expected", [
-    ("online", None, None, []),
-    ("online", None, "https://mirror/simple", ["--index-url", "https://mirror/simple"]),
-    ("offline", "http://10.0.0.1:8765/", None,
+@pytest.mark.parametrize("mode,url,index,allow_http,expected", [
+    ("online", None, None, False, []),
+    ("online", None, "https://mirror/simple", False, ["--index-url", "https://mirror/simple"]),
+    ("offline", "http://10.0.0.1:8765/", None, True,
      ["--no-index", "--find-links", "http://10.0.0.1:8765/", "--trusted-host", "10.0.0.1"]),
-    ("offline", "https://wheels.example/", None, ["--no-index", "--find-links", "https://wheels.example/"]),
-    ("offline", "/srv/wheels", None, ["--no-index", "--find-links", "/srv/wheels"]),
+    ("offline", "https://wheels.example/", None, False, ["--no-index", "--find-links", "https://wheels.example/"]),
+    ("offline", "/srv/wheels", None, False, ["--no-index", "--find-links", "/srv/wheels"]),
 ])
-def test_pip_source_args(mode, url, index, expected):
-    assert pip_source_args(mode, url, index) == expected
+def test_pip_source_args(mode, url, index, allow_http, expected):
+    assert pip_source_args(mode, url, index, allow_http) == expected
 
 
 @pytest.mark.parametrize("mode,url,message", [
     ("offline", "", "needs sglang_wheelhouse_url"),
     ("sneakernet", None, "use one of online, offline"),
+    # Plain HTTP only when the inventory says so (sglang_wheelhouse_allow_http).
+    ("offline", "http://10.0.0.1:8765/", "plain HTTP"),
 ])
 def test_pip_source_args_refused(mode, url, message):
     with pytest.raises(ValueError, match=message):
         pip_source_args(mode, url)
+
+
+H1, H2 = "--hash=sha256:" + "a" * 64, "--hash=sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize("requirements, args, text", [
+    (["ray==2.60.0", "torch==2.13.0"], ["ray==2.60.0", "torch==2.13.0"], None),
+    # A hashed lock: a requirements file (hashes are valid only there) and --require-hashes.
+    (["ray==2.60.0 " + H1, "torch==2.13.0 %s %s" % (H1, H2)], ["--require-hashes", "-r"],
+     "ray==2.60.0 %s\ntorch==2.13.0 %s %s\n" % (H1, H1, H2)),
+])
+def test_pip_requirements(requirements, args, text):
+    assert pip_requirements(requirements) == (args, text)
+
+
+@pytest.mark.parametrize("requirements, message", [
+    (["ray==2.60.0 " + H1, "torch==2.13.0"], "needs a hash on every line"),
+    (["ray==2.60.0 --hash=md5:00"], "not --hash=sha256"),
+    (["ray==2.60.0 --hash=sha256:" + "A" * 64], "not --hash=sha256"),
+    (["ray==2.60.0 --no-deps"], "not --hash=sha256"),
+])
+def test_pip_requirements_refused(requirements, message):
+    with pytest.raises(ValueError, match=message):
+        pip_requirements(requirements)
+
+
+def test_hashed_pins_parse_and_plan_like_plain_ones():
+    assert parse_pin("Ray==2.60.0 " + H1) == ("ray", "2.60.0")
+    assert plan_install(["ray==2.60.0 " + H1], {"ray": "2.60.0"}) == []
+    versions = {"ray": "2.60.0"}
+    assert install_requirements(["ray"], versions, ["ray==2.60.0 " + H1]) == ["ray==2.60.0 " + H1]
 
 
 @pytest.mark.parametrize("installed,pinned,ok", [

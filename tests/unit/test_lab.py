@@ -91,3 +91,34 @@ def test_slurm_conf_puts_the_controller_on_host_1_and_state_under_run():
     paths = [ln.split("=", 1)[1] for ln in lines if ln.split("=", 1)[0].endswith(("Location", "Dir", "File"))]
     assert paths and all(p.startswith(lab.SLURM_RUN + "/") for p in paths)
     assert "Gres" not in conf  # slurmd 22.05 drains a node declaring GPUs without device files
+
+
+def test_lab_lock_is_hashed_and_downloads_plain_pins():
+    """Every line of the lab's lock carries a sha256 (pip runs with --require-hashes); the
+    wheelhouse download takes the pins without them."""
+    lock = yaml.safe_load((lab.ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())["sglang_lock"]
+    assert all(len(line.split()) == 2 and line.split()[1].startswith("--hash=sha256:") for line in lock)
+    assert lab.pinned_requirements() == [line.split()[0] for line in lock]
+
+
+def test_repacked_wheel_is_reproducible(tmp_path):
+    """The lock carries the repacked torchvision's hash: the repack must give the same bytes
+    on every run (fixed times and modes), whatever the source wheel's timestamps."""
+    import hashlib
+    import zipfile
+
+    src = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("pkg/__init__.py", "x = 1\n")
+        z.writestr("pkg-1.0.dist-info/METADATA", "Name: pkg\nVersion: 1.0\n")
+        z.writestr("pkg-1.0.dist-info/RECORD", "stale\n")
+    digests = []
+    for i in range(2):
+        target = tmp_path / ("out%d.whl" % i)
+        time.sleep(1.1 * i)  # a second later: the zip entries' times must not follow the clock
+        lab.rewrite_wheel(src, target, patch=lambda name, data: data.replace(b"x = 1", b"x = 2"))
+        digests.append(hashlib.sha256(target.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    with zipfile.ZipFile(tmp_path / "out0.whl") as z:
+        assert z.read("pkg/__init__.py") == b"x = 2\n"
+        assert z.read("pkg-1.0.dist-info/RECORD").decode().splitlines()[-1] == "pkg-1.0.dist-info/RECORD,,"

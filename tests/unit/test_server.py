@@ -19,7 +19,7 @@ def plan_for(nodes=2, gpus=8, ip="10.0.0.%d", groups=None, **group_vars):
         for _node in range(count):
             host = "gpu%d" % n
             hv[host] = dict(ansible_host=ip % (10 + n), cluster_interface="ib0", cluster_gpus_per_node=gpus,
-                            sglang_model_path="/models/m", **group_vars)
+                            **dict({"sglang_model_path": "/models/m"}, **group_vars))
             if len(groups) > 1:
                 hv[host]["sglang_port"] = 30000 + len(model_groups)
                 hv[host]["sglang_dist_init_port"] = 20000 + 200 * len(model_groups)
@@ -92,7 +92,7 @@ def test_extra_args_and_env_appended():
 
 @pytest.mark.parametrize("env, message", [
     ({"CUDA_VISIBLE_DEVICES": "0"}, "set by the cluster plan"),
-    ({"SGLANG_OPS_API_KEY": "x"}, "set by the cluster plan"),
+    ({"CREDENTIALS_DIRECTORY": "/tmp/x"}, "set by the cluster plan"),
     ({"BAD-NAME": "1"}, "not a variable name"),
     (["A=1"], "not a mapping"),
 ])
@@ -101,11 +101,23 @@ def test_env_refusals(env, message):
         group_units(plan_for(), "llama", dict(OPTS, env=env))
 
 
-def test_api_key_never_in_argv_or_environment():
-    plan = plan_for(sglang_api_key_required=True, _api_key_set=True)
+@pytest.mark.parametrize("secrets, server, router", [
+    ({}, [], []),
+    ({"_api_key_set": True}, [["api_key", "/etc/sglang/api-key"]], [["api_key", "/etc/sglang/api-key"]]),
+    ({"_api_key_set": True, "_admin_api_key_set": True},
+     [["api_key", "/etc/sglang/api-key"], ["admin_api_key", "/etc/sglang/admin-api-key"]],
+     [["api_key", "/etc/sglang/api-key"]]),
+    ({"_admin_api_key_set": True}, [["admin_api_key", "/etc/sglang/admin-api-key"]], []),
+])
+def test_secrets_are_credentials_never_argv_or_environment(secrets, server, router):
+    """The units load each secret set on the node with LoadCredential=; argv and env carry none."""
+    plan = plan_for(sglang_router=True, **secrets)
     for unit in group_units(plan, "llama", dict(OPTS, env={"FOO": "bar"})).values():
+        assert unit["credentials"] == server
         assert not any("api-key" in a or "sk-" in a for a in unit["argv"])
-        assert "SGLANG_OPS_API_KEY" not in unit["env"]
+        assert not any("KEY" in k or "CREDENTIALS" in k for k in unit["env"])
+    unit = router_unit(plan, OPTS)["gpu0"]
+    assert unit["credentials"] == router and not any("api-key" in a for a in unit["argv"])
 
 
 def test_amd_nodes_get_hip_visible_devices():
@@ -194,3 +206,18 @@ def test_router_ipv6_workers_bracketed():
     plan = plan_for(ip="fd00::%d", sglang_router=True)
     argv = router_unit(plan, OPTS)["gpu0"]["argv"]
     assert "http://[fd00::10]:30000" in argv and flag(argv, "--host") == "::"
+
+
+@pytest.mark.parametrize("model, revision, want", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "0123456789abcdef0123456789abcdef01234567",
+     ["--revision", "0123456789abcdef0123456789abcdef01234567"]),
+    ("meta-llama/Llama-3.1-8B-Instruct", "", []),
+    # A local directory: the files are what they are (prefetched at the revision, or copied).
+    ("/models/m", "0123456789abcdef0123456789abcdef01234567", []),
+])
+def test_hub_model_pinned_to_its_revision(model, revision, want):
+    plan = plan_for(sglang_model_path=model, sglang_model_revision=revision)
+    for unit in group_units(plan, "llama", OPTS).values():
+        argv = unit["argv"]
+        assert (argv[argv.index("--revision"):argv.index("--revision") + 2] == want) if want \
+            else "--revision" not in argv

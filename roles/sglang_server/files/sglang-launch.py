@@ -1,10 +1,14 @@
 """Start SGLang's server (or only check its arguments) as the sglang_server units run it.
 
-Why this exists: `--api-key` on a command line is readable by every user through /proc. The
-units keep the key in a 0600 EnvironmentFile; this launcher moves it from the environment into
-SGLang's arguments inside the process. `--validate` runs the checks SGLang's Engine makes
-before it starts anything (flag parsing, then resolve_once() and check_server_args()), so a
-rendered unit is proven against the installed SGLang without a GPU.
+Why this exists: a secret on a command line is readable by every user through /proc, one in the
+environment by every process of the service user (/proc/PID/environ), and SGLang logs its whole
+`server_args=ServerArgs(... api_key='...')` at start. The units hand the secrets over as systemd
+credentials (LoadCredential=: a private directory, $CREDENTIALS_DIRECTORY); this launcher turns
+each into its flag inside the process, and before SGLang starts it puts a redactor between every
+process of the unit and the journal, which writes each secret (and any `api_key='...'`-style
+field) as `<redacted>`. `--validate` runs the checks SGLang's Engine makes before it starts
+anything (flag parsing, then resolve_once() and check_server_args()), so a rendered unit is
+proven against the installed SGLang without a GPU.
 
     python sglang-launch.py [--validate] SGLANG_ARGS...
     python sglang-launch.py [--validate] --router SGLANG_ROUTER_ARGS...
@@ -12,10 +16,84 @@ rendered unit is proven against the installed SGLang without a GPU.
 
 import json
 import os
+import re
+import signal
 import sys
 import time
 
-API_KEY_ENV = "SGLANG_OPS_API_KEY"
+# Credential id (the plan's layout.credentials) -> (flag, whether the flag takes the secret's
+# value rather than the file's path). The value ones are redacted from the output.
+SERVER_FLAGS = {"api_key": ("--api-key", True), "admin_api_key": ("--admin-api-key", True),
+                "tls_cert": ("--ssl-certfile", False), "tls_key": ("--ssl-keyfile", False)}
+ROUTER_FLAGS = {"api_key": ("--api-key", True)}
+REDACTED = b"<redacted>"
+# Fields that carry a secret however they are printed: api_key='x', "admin_api_key": "x",
+# api_key: Some("x"), ssl_keyfile_password=...
+SECRET_FIELD = re.compile(rb"""((?:admin_)?api_key|ssl_keyfile_password|[Aa]uthorization)(['"]?\s*[=:]\s*(?:Some\()?\s*)(['"])(?:(?!\3).)*\3""")
+# A line longer than this reaches the journal in pieces (journald splits at 48 KiB anyway).
+MAX_LINE = 1 << 16
+
+
+def credential_args(flags, directory):
+    """(argv words, secrets) for every credential the unit handed over, in a stable order."""
+    words, secrets = [], []
+    if not directory:
+        return words, secrets
+    for cid in sorted(flags):
+        path = os.path.join(directory, cid)
+        if not os.path.exists(path):
+            continue
+        flag, by_value = flags[cid]
+        if by_value:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+            if value:
+                words += [flag, value]
+                secrets.append(value)
+        else:
+            words += [flag, path]
+    return words, secrets
+
+
+def redact(line, secrets):
+    """The line with every secret, and every secret-looking field, replaced by <redacted>."""
+    for secret in secrets:
+        line = line.replace(secret, REDACTED)
+    return SECRET_FIELD.sub(lambda m: m.group(1) + m.group(2) + m.group(3) + REDACTED + m.group(3), line)
+
+
+def start_redactor(secrets):
+    """Route fds 1 and 2 (and so every child's output) through a redacting process.
+
+    The redactor ignores SIGTERM, so a stop does not lose the last lines: it ends when the last
+    writer closes the pipe (KillMode=control-group kills it with the others after the timeout).
+    It is forked twice, so it is no child of SGLang's process: SGLang's kill_process_tree on exit
+    would end it before the final traceback was written.
+    """
+    secrets = [s.encode() for s in secrets if s]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        if os.fork() != 0:
+            os._exit(0)
+        os.close(write_end)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sink = os.dup(2)
+        with os.fdopen(read_end, "rb") as src:
+            while True:
+                line = src.readline(MAX_LINE)
+                if not line:
+                    break
+                data = redact(line, secrets)
+                while data:
+                    data = data[os.write(sink, data):]
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(read_end)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
 
 def main():
@@ -26,9 +104,11 @@ def main():
     router = bool(argv) and argv[0] == "--router"
     if router:
         argv = argv[1:]
-    key = os.environ.pop(API_KEY_ENV, "")
-    if key:
-        argv = argv + ["--api-key", key]
+    words, secrets = credential_args(ROUTER_FLAGS if router else SERVER_FLAGS,
+                                     os.environ.get("CREDENTIALS_DIRECTORY", ""))
+    argv = argv + words
+    if not validate:
+        start_redactor(secrets)
     if router:
         return run_router(argv, validate)
     from sglang.srt.server_args import prepare_server_args
