@@ -87,6 +87,9 @@ DEFAULTS = {
     "cluster_rdma": "auto",
     "cluster_rdma_devices": [],
     "cluster_rdma_gid_index": None,
+    # PEM of the CA that signed the TLS certificates (sglang_server_tls_*, ray_tls_*): the
+    # router, Ray and verify's probes trust it. Not a secret; required once any TLS is on.
+    "cluster_tls_ca": "",
 }
 
 # The type of every plan option, as an argument spec would write it: (type, elements).
@@ -115,6 +118,7 @@ OPTION_TYPES = {
     "sglang_moe_a2a_backend": ("str", None), "sglang_enable_eplb": ("bool", None),
     "sglang_ep_num_redundant_experts": ("int", None), "cluster_rdma": ("str", None),
     "cluster_rdma_devices": ("list", "str"), "cluster_rdma_gid_index": ("int", None),
+    "cluster_tls_ca": ("str", None),
 }
 OPTION_TYPES.update({k: ("int", None) for k in DEFAULTS if k.startswith("ray_") and k.endswith("_port")})
 
@@ -154,7 +158,8 @@ LAYOUT_DIRS = ("cluster_venv_dir", "sglang_data_dir", "cluster_config_dir", "clu
 CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
     "ray_min_worker_port", "ray_max_worker_port", "cluster_user", "sglang_router",
     "sglang_router_port", "sglang_router_host", "ray_unit_name", "cluster_http_proxy",
-    "cluster_https_proxy", "cluster_no_proxy", "sglang_pd_transfer_backend", "cluster_rdma")
+    "cluster_https_proxy", "cluster_no_proxy", "sglang_pd_transfer_backend", "cluster_rdma",
+    "cluster_tls_ca")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -186,6 +191,12 @@ SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
                "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/sbin", "/var", "/var/lib",
                "/var/log", "/var/tmp", "/etc/systemd", "/etc/systemd/system")
+
+
+# PEM blocks (the shape only: openssl on the node reads the rest). Keys are never echoed.
+PEM_CERT = re.compile(r"^(-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\s*)+\Z")
+PEM_KEY = re.compile(r"^-----BEGIN ((RSA|EC|ENCRYPTED) )?PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+"
+                     r"-----END ((RSA|EC|ENCRYPTED) )?PRIVATE KEY-----\s*\Z")
 
 
 class PlanError(Exception):
@@ -521,8 +532,35 @@ def _router(chk, all_hosts, groups, nodes):
     for spec in groups.values():
         ip = nodes[spec["rank0"]]["cluster_ip"]
         if ip and spec.get("http_port"):
-            workers.append("http://%s" % format_hostport(ip, spec["http_port"]))
+            workers.append("%s://%s" % (nodes[spec["rank0"]]["api_scheme"], format_hostport(ip, spec["http_port"])))
     return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "workers": workers}
+
+
+def _check_tls(chk, hosts):
+    """The CA (a PEM certificate) and the TLS settings that need it; whether a CA is set.
+
+    Which hosts have certificates arrives as _tls_api_set / _tls_ray_set (the keys never enter
+    the plan; plugin_utils.inputs judges their PEM shape).
+    """
+    ca = chk.get(hosts[0], "cluster_tls_ca")
+    if ca and (not isinstance(ca, str) or not PEM_CERT.match(ca)):
+        chk.fail(hosts[0], "cluster_tls_ca", "not a PEM certificate (-----BEGIN CERTIFICATE----- ...)",
+                 "paste the CA certificate (PEM) that signed the nodes' certificates, or leave it empty without TLS")
+        ca = None
+    for flag, key, what in (("_tls_api_set", "sglang_server_tls_cert", "the SGLang API and the router"),
+                            ("_tls_ray_set", "ray_tls_cert", "Ray")):
+        with_tls = [h for h in hosts if chk.hostvars.get(h, {}).get(flag)]
+        if with_tls and not ca and not chk.is_refused(hosts[0], "cluster_tls_ca"):
+            for host in with_tls:
+                chk.fail(host, "cluster_tls_ca", "not set, but %s is set for TLS on %s: the peers and "
+                         "verify's probes need the CA to trust it" % (key, what),
+                         "set cluster_tls_ca to the PEM certificate of the CA that signed %s" % key)
+        if flag == "_tls_ray_set" and with_tls and len(with_tls) != len(hosts):
+            for host in hosts:
+                if host not in with_tls:
+                    chk.fail(host, "ray_tls_cert", "not set, but Ray TLS is on for %s: a node without it "
+                             "cannot join" % ", ".join(with_tls), "give every node ray_tls_cert and ray_tls_key, or none")
+    return bool(ca)
 
 
 def _check_dir(chk, host, key):
@@ -572,6 +610,10 @@ def layout(settings, groups):
             "hf_token": config + "/hf-token",
             "firewall_rules": config + "/firewall.nft",
             "launcher": libexec + "/sglang-launch.py",
+            # Ray's TLS (RAY_USE_TLS): 0600 files of the cluster user, read by every Ray process.
+            "ray_tls_cert": config + "/ray-tls-cert.pem",
+            "ray_tls_key": config + "/ray-tls-key.pem",
+            "ray_tls_ca": config + "/ray-tls-ca.pem",
             "fence": libexec + "/fence.py",
             # Each fenced group's HMAC secret (0600 root), read by its fence (root) at start.
             "fence_secrets": {g: config + "/" + FENCE_UNIT_PREFIX + g + ".secret" for g in groups},
@@ -583,6 +625,13 @@ def layout(settings, groups):
         "credentials": {cid: config + "/" + name for cid, name in CREDENTIALS.items()},
         "legacy_env_suffix": LEGACY_ENV_SUFFIX,
     }
+
+
+def ray_tls_env(the_layout):
+    """Ray's TLS environment (paths only): RAY_USE_TLS and the cluster user's 0600 PEM files."""
+    files = the_layout["files"]
+    return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": files["ray_tls_cert"],
+            "RAY_TLS_SERVER_KEY": files["ray_tls_key"], "RAY_TLS_CA_CERT": files["ray_tls_ca"]}
 
 
 def _check_model_path(chk, group, model):
@@ -668,8 +717,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
                  "use letters, digits, '.', '_' and '-' only, without .service (e.g. %s)"
                  % DEFAULTS["ray_unit_name"])
 
+    ca = _check_tls(chk, all_hosts)
     nodes, seen_ips = {}, {}
     for host in all_hosts:
+        api_tls = bool(chk.hostvars.get(host, {}).get("_tls_api_set"))
         ifname, ip = _check_identity(chk, host, cidrs)
         count, ids = _check_gpus(chk, host)
         if ip is not None:
@@ -687,7 +738,11 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             "user": user, "venv_dir": venv,
             # Which secrets this node's units load (never the secrets: the roles write them).
             "secrets": {"api_key": bool(chk.hostvars.get(host, {}).get("_api_key_set")),
-                        "admin_api_key": bool(chk.hostvars.get(host, {}).get("_admin_api_key_set"))},
+                        "admin_api_key": bool(chk.hostvars.get(host, {}).get("_admin_api_key_set")),
+                        "tls_cert": api_tls, "tls_key": api_tls, "tls_ca": bool(ca)},
+            # The SGLang API (rank 0) and the router on this node serve HTTPS with its certificate.
+            "api_scheme": "https" if api_tls else "http",
+            "ray_tls": bool(chk.hostvars.get(host, {}).get("_tls_ray_set")),
         }
 
     families = {ipaddress.ip_address(n["cluster_ip"]).version for n in nodes.values() if n["cluster_ip"]}
@@ -781,18 +836,24 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         # NCCL where real GPUs run the collective (SGLang's own choice), gloo elsewhere.
         node["collective_backend"] = "nccl" if node["gpus_real"] else "gloo"
     for spec in groups.values():
-        # Rank 0's API as seen on rank 0 itself (readiness waits, verify's probe).
-        spec["local_url"] = "http://%s" % format_hostport(loopback, spec["http_port"])
+        # Rank 0's API as seen on rank 0 itself (readiness waits, verify's probe). Over HTTPS at
+        # the cluster IP, the name its certificate carries (a certificate rarely names loopback).
+        spec["scheme"] = nodes[spec["rank0"]]["api_scheme"]
+        spec["local_url"] = "%s://%s" % (spec["scheme"], format_hostport(
+            loopback if spec["scheme"] == "http" else nodes[spec["rank0"]]["cluster_ip"], spec["http_port"]))
         spec["master_addr"] = nodes[spec["rank0"]]["cluster_ip"]
     if router:
-        router["local_url"] = "http://%s" % format_hostport(loopback, router["port"])
+        router["scheme"] = nodes[router["host"]]["api_scheme"]
+        router["local_url"] = "%s://%s" % (router["scheme"], format_hostport(
+            loopback if router["scheme"] == "http" else router["ip"], router["port"]))
     gcs_port = chk.get(head, "ray_gcs_port")
     settings = {key: chk.get(all_hosts[0], key) for key in LAYOUT_DIRS + ("ray_unit_name",)}
+    ray_layout = layout(settings, list(groups))
     return {
         "version": 1,
         "ip_version": ip_version,
         "loopback": loopback,
-        "layout": layout(settings, list(groups)),
+        "layout": ray_layout,
         "hosts": all_hosts,
         "ray": {
             "head": head, "head_ip": nodes[head]["cluster_ip"],
@@ -800,6 +861,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             "nodes": len(all_hosts), "gpus": sum(n["num_gpus"] for n in nodes.values()),
             "workers": [h for h in all_hosts if h != head],
             "members": {h: nodes[h]["cluster_ip"] for h in all_hosts},
+            # Ray's gRPC over mutual TLS (RAY_USE_TLS): on every node or none. tls_env: what every
+            # Ray process and client (units, CLI, verify, the Ray backend's driver) needs then.
+            "tls": all(n["ray_tls"] for n in nodes.values()),
+            "tls_env": ray_tls_env(ray_layout) if all(n["ray_tls"] for n in nodes.values()) else {},
         },
         "cidrs": [str(n) for n in cidrs],
         # Whether any node has real GPUs (else SGLang cannot serve anywhere: CPU test hosts).

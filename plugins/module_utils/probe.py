@@ -65,12 +65,13 @@ def _headers(api_key, **extra):
     return headers
 
 
-def request(url, body=None, api_key="", timeout=30.0):
-    """(status, bytes) of a GET (body None) or JSON POST; status 0 when nothing answered."""
+def request(url, body=None, api_key="", timeout=30.0, ca_path=None):
+    """(status, bytes) of a GET (body None) or JSON POST; status 0 when nothing answered.
+    ca_path: the CA an HTTPS server's certificate must chain to (the plan's cluster_tls_ca)."""
     data = json.dumps(body).encode() if body is not None else None
     try:
         with open_url(url, data=data, headers=_headers(api_key), method="POST" if data else "GET",
-                      timeout=timeout) as resp:
+                      timeout=timeout, ca_path=ca_path) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -100,14 +101,14 @@ def sse_events(lines):
             continue
 
 
-def stream_one(url, body, api_key="", timeout=120.0, clock=time.monotonic):
+def stream_one(url, body, api_key="", timeout=120.0, clock=time.monotonic, ca_path=None):
     """One streamed chat completion: {ok, ttft, latency, tokens, error}."""
     headers = _headers(api_key, Accept="text/event-stream")
     t0 = clock()
     ttft, chunks, usage = None, 0, None
     try:
         with open_url(url, data=json.dumps(body).encode(), headers=headers, method="POST",
-                      timeout=timeout) as resp:
+                      timeout=timeout, ca_path=ca_path) as resp:
             for event in sse_events(resp):
                 for choice in event.get("choices") or []:
                     if (choice.get("delta") or {}).get("content"):
@@ -144,7 +145,7 @@ def summarize(results, wall):
                 output_tokens=tokens)
 
 
-def benchmark(url, body, api_key="", requests=16, concurrency=4, timeout=120.0):
+def benchmark(url, body, api_key="", requests=16, concurrency=4, timeout=120.0, ca_path=None):
     """`requests` streamed completions, `concurrency` at a time; bounded in count and time."""
     results, lock = [], threading.Lock()
     todo = list(range(requests))
@@ -155,7 +156,7 @@ def benchmark(url, body, api_key="", requests=16, concurrency=4, timeout=120.0):
                 if not todo:
                     return
                 todo.pop()
-            result = stream_one(url, body, api_key, timeout)
+            result = stream_one(url, body, api_key, timeout, ca_path=ca_path)
             with lock:
                 results.append(result)
 

@@ -74,6 +74,8 @@ def ray_environment(plan, host, auth_token_path=None, gcs_reconnect_timeout=None
         env["AUTOSCALER_METRIC_PORT"] = str(node["ports"]["ray_autoscaler_metrics_port"])
     if auth_token_path:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=auth_token_path)
+    # Mutual TLS on Ray's gRPC (plan.ray.tls): paths of the cluster user's 0600 PEM files.
+    env.update(plan["ray"].get("tls_env") or {})
     if gcs_reconnect_timeout:
         # How long a raylet waits for a lost GCS before it exits (and systemd restarts it).
         env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(int(gcs_reconnect_timeout))

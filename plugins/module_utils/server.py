@@ -21,8 +21,8 @@ MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CU
                "HIP_VISIBLE_DEVICES", "HF_HOME", "RAY_ADDRESS", "CREDENTIALS_DIRECTORY") + rdma.NCCL_IB_ENV
 # The secrets the server and the router take as credentials (LoadCredential= ids of the plan's
 # layout), in the order the units list them.
-SERVER_CREDENTIALS = ("api_key", "admin_api_key")
-ROUTER_CREDENTIALS = ("api_key",)
+SERVER_CREDENTIALS = ("api_key", "admin_api_key", "tls_cert", "tls_key")
+ROUTER_CREDENTIALS = ("api_key", "admin_api_key", "tls_cert", "tls_key", "tls_ca")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -175,6 +175,7 @@ def group_units(plan, group_name, opts):
         env["RAY_ADDRESS"] = plan["ray"]["gcs_address"]
         if opts.get("ray_auth"):
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=plan["layout"]["files"]["ray_token"])
+        env.update(plan["ray"].get("tls_env") or {})
         units[rank0] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=0,
                             argv=argv, env=env, credentials=credentials(plan, rank0, SERVER_CREDENTIALS))
         return units

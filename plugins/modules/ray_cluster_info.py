@@ -37,6 +37,12 @@ options:
   auth_token_file:
     description: Token file of a cluster with token authentication (C(RAY_AUTH_MODE=token)).
     type: path
+  tls_environment:
+    description:
+      - Ray's TLS variables (C(RAY_USE_TLS), C(RAY_TLS_SERVER_CERT), C(RAY_TLS_SERVER_KEY), C(RAY_TLS_CA_CERT)) of a
+        cluster with mutual TLS, as the cluster plan's C(ray.tls_env) gives them (paths, no secrets).
+    type: dict
+    default: {}
   fail_on_missing:
     description: Fail when the expectation is not met after O(timeout); with C(false) the result only
       reports it (C(missing)), for callers that build their own report.
@@ -111,6 +117,7 @@ def main():
             expect_gpus=dict(type="int", default=0),
             timeout=dict(type="int", default=0),
             auth_token_file=dict(type="path"),
+            tls_environment=dict(type="dict", default={}),
             placement=dict(type="bool", default=False),
             fail_on_missing=dict(type="bool", default=True),
         ),
@@ -123,6 +130,7 @@ def main():
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
     if p["auth_token_file"]:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=p["auth_token_file"])
+    env.update({str(k): str(v) for k, v in (p["tls_environment"] or {}).items()})
     rc, out, err = module.run_command([python, "-c", PROBE, json.dumps(args)], environ_update=env)
     if rc != 0:
         module.fail_json(msg="cannot read the Ray cluster at %s (rc %d): %s"

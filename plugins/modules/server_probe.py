@@ -23,6 +23,9 @@ options:
     description: The server's API key, when it has one.
     type: str
     default: ""
+  ca_path:
+    description: CA certificate (PEM file) an C(https://) O(url) must chain to, e.g. the plan's C(credentials.tls_ca) file.
+    type: path
   prompt:
     description: Prompt of the test generation and the benchmark.
     type: str
@@ -89,14 +92,15 @@ def main():
         argument_spec=dict(url=dict(type="str", required=True), api_key=dict(type="str", default="", no_log=True),
                            prompt=dict(type="str", default="What is the capital of France? Answer in one word."),
                            max_tokens=dict(type="int", default=32, no_log=False), bench_requests=dict(type="int", default=16),
-                           bench_concurrency=dict(type="int", default=4), timeout=dict(type="float", default=120)),
+                           bench_concurrency=dict(type="int", default=4), timeout=dict(type="float", default=120),
+                           ca_path=dict(type="path")),
         supports_check_mode=True)
     p = module.params
-    base, key, timeout = p["url"].rstrip("/"), p["api_key"], p["timeout"]
+    base, key, timeout, ca = p["url"].rstrip("/"), p["api_key"], p["timeout"], p["ca_path"]
     result = {"changed": False}
-    status = request(base + "/health_generate", timeout=timeout)[0]
+    status = request(base + "/health_generate", timeout=timeout, ca_path=ca)[0]
     result["health_generate"] = {"ok": status == 200, "status": status}
-    status, body = request(base + "/v1/models", api_key=key, timeout=timeout)
+    status, body = request(base + "/v1/models", api_key=key, timeout=timeout, ca_path=ca)
     ids = []
     if status == 200:
         try:
@@ -105,12 +109,12 @@ def main():
             ids = []
     result["models"] = {"ok": status == 200 and bool(ids), "status": status, "ids": ids}
     if key:
-        status = request(base + "/v1/models", timeout=timeout)[0]
+        status = request(base + "/v1/models", timeout=timeout, ca_path=ca)[0]
         result["unauthorized"] = {"ok": status == 401, "status": status}
     model = ids[0] if ids else "default"
     t0 = time.monotonic()
     status, body = request(base + "/v1/chat/completions", chat_body(model, p["prompt"], p["max_tokens"]),
-                           api_key=key, timeout=timeout)
+                           api_key=key, timeout=timeout, ca_path=ca)
     text = ""
     if status == 200:
         try:
@@ -122,7 +126,7 @@ def main():
     if p["bench_requests"] > 0 and result["generation"]["ok"]:
         result["benchmark"] = benchmark(base + "/v1/chat/completions",
                                         chat_body(model, p["prompt"], p["max_tokens"], stream=True),
-                                        key, p["bench_requests"], p["bench_concurrency"], timeout)
+                                        key, p["bench_requests"], p["bench_concurrency"], timeout, ca_path=ca)
     module.exit_json(**result)
 
 

@@ -25,6 +25,8 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils import firewall
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     DEFAULTS,
     OPTION_TYPES,
+    PEM_CERT,
+    PEM_KEY,
     RAY_PORT_KEYS,
 )
 
@@ -59,6 +61,8 @@ REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
 COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 PORT_RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})\Z")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# PEM text is lines by nature; it only ever lands in a file (never a unit or a command line).
+PEM_OPTIONS = ("cluster_tls_ca", "sglang_server_tls_cert", "sglang_server_tls_key", "ray_tls_cert", "ray_tls_key")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
               "path": "a path", "list": "a list", "dict": "a mapping (NAME: value)", "raw": "a value"}
 SECRET_FIX = "the value is not shown (no_log); set it from a vault"
@@ -160,7 +164,7 @@ def judge_value(key, value, spec):
     """(converted value, None) or (None, (problem, fix)) for one option's value."""
     typ, elements, choices = spec.get("type") or "str", spec.get("elements"), spec.get("choices")
     secret = spec.get("no_log")
-    found = _control(value)
+    found = _control(value.replace("\r\n", "").replace("\n", "") if key in PEM_OPTIONS and isinstance(value, str) else value)
     if found:
         where, char, pos = found
         detail = "" if secret else " (%r at position %d%s)" % (char, pos, where)
@@ -363,6 +367,21 @@ def _relations(res, host, v, hv, check_mode):
              "to a commit" % ("%r is a branch or tag" % revision if revision else "not set"),
              "set sglang_model_revision to the 40-hex commit of %s to deploy (the repository's history "
              "on the hub, or huggingface_hub.model_info(repo).sha)" % repo)
+    # TLS certificates and keys (vault): both or neither, PEM-shaped; never echoed.
+    for cert_key, key_key in (("sglang_server_tls_cert", "sglang_server_tls_key"), ("ray_tls_cert", "ray_tls_key")):
+        if not res.ok(host, cert_key, key_key):
+            continue
+        cert, key = hv.get(cert_key), hv.get(key_key)
+        if bool(cert) != bool(key):
+            missing, given = (key_key, cert_key) if cert else (cert_key, key_key)
+            fail(host, missing, "not set, but %s is: TLS needs both" % given,
+                 "set %s and %s together (from a vault), or neither" % (cert_key, key_key))
+        elif cert and not PEM_CERT.match(cert):
+            fail(host, cert_key, "not a PEM certificate (-----BEGIN CERTIFICATE----- ...)",
+                 "paste the node's certificate in PEM form (the chain may follow it)")
+        elif key and not PEM_KEY.match(key):
+            fail(host, key_key, "not a PEM private key (-----BEGIN PRIVATE KEY----- ...)",
+                 "paste the unencrypted PEM key of %s from a vault" % cert_key)
     # The admin key opens what the client key must not: the two may not be one.
     admin = hv.get("sglang_server_admin_api_key")
     if admin and res.ok(host, "sglang_server_admin_api_key", "sglang_server_api_key") and admin == hv.get("sglang_server_api_key"):

@@ -41,6 +41,8 @@ def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
         # Only whether a key exists travels into the plan, never the key itself.
         plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
         plain[host]["_admin_api_key_set"] = bool(raw[host].get("sglang_server_admin_api_key"))
+        plain[host]["_tls_api_set"] = bool(raw[host].get("sglang_server_tls_cert") and raw[host].get("sglang_server_tls_key"))
+        plain[host]["_tls_ray_set"] = bool(raw[host].get("ray_tls_cert") and raw[host].get("ray_tls_key"))
     items = list(judged.problems)
     if len(heads) > 1:
         items.append((HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"

@@ -1,5 +1,8 @@
-"""Secrets stay secret: a -vvv deploy with the Ray token, an API key and an HF token in vars
-prints none of them, and each lands only in its own 0600 file."""
+"""Secrets stay secret: a -vvv deploy with the Ray token, an API key, an admin API key and an HF
+token in vars prints none of them; each lands only in its own 0600 file; the real server unit,
+started with its GPU condition overridden, fails without a GPU and leaves none of them in the
+journal, the playbook output (the excerpt deploy shows on a failed start), a command line or a
+process environment."""
 
 import secrets
 
@@ -9,35 +12,69 @@ from conftest import H1, H2, INVENTORY, on_host, playbook
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
 
 RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
+SERVER = "sglang-server-lab_model"
+CONFIG = DEFAULTS["cluster_config_dir"]
+# The test's override of the unit's GPU condition (ConditionPathExists*=): an empty assignment
+# resets the list, so the unit really starts on these CPU hosts.
+DROPIN_DIR = "/etc/systemd/system/%s.service.d" % SERVER
+DROPIN = DROPIN_DIR + "/zz-test-no-gpu-condition.conf"
+# Long enough for SGLang to import and fail on a loaded 2-core machine, short for CI.
+READY_TIMEOUT = 40
 
 
 def test_vvv_never_prints_a_secret(deployed, tmp_path):
-    token = on_host(H1, "cat /etc/sglang/ray-auth-token").strip()  # the cluster's own: nothing restarts
+    token = on_host(H1, "cat %s/ray-auth-token" % CONFIG).strip()  # the cluster's own: nothing restarts
     ray_since = on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT)
     api_key = "sk-sglang-" + secrets.token_hex(12)
+    admin_key = "sk-admin-" + secrets.token_hex(12)
     hf_token = "hf_" + secrets.token_hex(16)
+    sentinels = (token, api_key, admin_key, hf_token)
     extra = tmp_path / "secrets.yml"  # as a vault file would hand them over
-    extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key, "sglang_hf_token": hf_token}))
-    run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra)
+    extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key,
+                                     "sglang_server_admin_api_key": admin_key, "sglang_hf_token": hf_token}))
+    for host in (H1, H2):
+        on_host(host, "mkdir -p %s && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n' > %s"
+                % (DROPIN_DIR, DROPIN))
     try:
-        assert run.rc == 0
+        # The real server unit starts (sglang_server_start: always), SGLang fails without a GPU,
+        # deploy waits READY_TIMEOUT s for rank 0 and fails with every rank's journal excerpt.
+        run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra,
+                       "-e", "sglang_server_start=always", "-e", "sglang_server_ready_timeout=%d" % READY_TIMEOUT)
+        assert run.rc != 0
+        assert "did not answer /health_generate" in run.out
         assert len(run.out) > 100000  # -vvv really was verbose
-        for secret in (token, api_key, hf_token):
+        for secret in sentinels:
             assert secret not in run.out
+        # The excerpt deploy showed is SGLang's own failure, redacted, not an empty journal.
+        excerpt = run.out[run.out.index("did not answer /health_generate"):]
+        assert "server_args=" in excerpt and "api_key='<redacted>'" in excerpt, excerpt[:3000]
         # The given Ray token is the one in place: Ray did not restart.
         assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT) == ray_since
         for host in (H1, H2):
+            # Both ranks really ran and failed (no GPU) ...
+            for _ in range(60):
+                if on_host(host, "systemctl show -p ActiveState --value %s" % SERVER).strip() == "failed":
+                    break
+                on_host(host, "sleep 1")
+            assert on_host(host, "systemctl show -p ActiveState --value %s" % SERVER).strip() == "failed"
+            journal = on_host(host, "journalctl -u %s --no-pager -o cat" % SERVER)
+            # ... SGLang printed its arguments with both keys, and the journal holds them redacted.
+            assert "api_key='<redacted>'" in journal and "admin_api_key='<redacted>'" in journal, journal[-3000:]
             # Each secret lands in its own 0600 file...
-            assert on_host(host, "stat -c '%a %U' /etc/sglang/sglang-server-lab_model.env").split() == ["600", "root"]
-            assert on_host(host, "cat /etc/sglang/sglang-server-lab_model.env").strip() == "SGLANG_OPS_API_KEY=" + api_key
-            assert on_host(host, "stat -c '%a %U' /etc/sglang/hf-token").split() == ["600", "sglang"]
-            assert on_host(host, "cat /etc/sglang/hf-token") == hf_token
-            # ...and in no process list, unit file or world-readable configuration.
-            visible = on_host(host, "ps -eo args; cat /etc/systemd/system/sglang-*.service")
-            for secret in (token, api_key, hf_token):
-                assert secret not in visible
+            for name, secret, owner in (("api-key", api_key, "root"), ("admin-api-key", admin_key, "root"),
+                                        ("hf-token", hf_token, "sglang")):
+                assert on_host(host, "stat -c '%%a %%U' %s/%s" % (CONFIG, name)).split() == ["600", owner]
+                assert on_host(host, "cat %s/%s" % (CONFIG, name)) == secret
+            # ...and in no journal, process list, process environment, unit file or other file of
+            # the configuration directory.
+            visible = on_host(host, "journalctl --no-pager -o cat; ps -eo args; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; "
+                                    "cat /etc/systemd/system/sglang-*.service; "
+                                    "find %s -type f ! -name api-key ! -name admin-api-key ! -name hf-token "
+                                    "! -name ray-auth-token -exec cat {} +" % CONFIG)
+            for secret in sentinels:
+                assert secret not in visible, host
         # The key is enforced where it lands: the router (which runs here; SGLang cannot) gets it
-        # from its 0600 file through the launcher and refuses requests without it.
+        # as its credential through the launcher and refuses requests without it.
         on_host(H1, "systemctl start sglang-router")
         # Until the router answers at all (any HTTP status), at most 60 s on a loaded machine.
         codes = on_host(H1, "for i in $(seq 60); do curl -s -m 2 -o /dev/null http://127.0.0.1:30080/health && break; "
@@ -46,11 +83,17 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
                         "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}' "
                         "http://127.0.0.1:30080/v1/chat/completions; done" % api_key).split()
         assert codes[:2] == ["401", "401"] and codes[2] == "503", codes  # 503: no server behind it
-        assert api_key not in on_host(H1, "ps -eo args")
+        assert api_key not in on_host(H1, "ps -eo args; journalctl -u sglang-router --no-pager -o cat")
     finally:
-        on_host(H1, "systemctl stop sglang-router")
+        for host in (H1, H2):
+            on_host(host, "systemctl stop sglang-router sglang-fence-lab_model %s; rm -rf %s; "
+                          "systemctl daemon-reload; systemctl reset-failed %s sglang-fence-lab_model || true"
+                    % (SERVER, DROPIN_DIR, SERVER))
         clean = playbook("playbooks/deploy.yml", INVENTORY)
         for host in (H1, H2):
-            on_host(host, "rm -f /etc/sglang/hf-token")
+            on_host(host, "rm -f %s/hf-token" % CONFIG)
     assert clean.rc == 0
-    assert on_host(H1, "cat /etc/sglang/sglang-server-lab_model.env") == ""
+    for host in (H1, H2):
+        # Unset secrets are removed again; the units load none.
+        assert on_host(host, "ls %s" % CONFIG).split().count("api-key") == 0
+        assert "LoadCredential" not in on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)

@@ -82,7 +82,8 @@ def test_secret_never_enters_the_plan():
                                   sglang_server_api_key="sk-SENTINEL-1", sglang_server_admin_api_key="sk-SENTINEL-2")
     plan = plan_of(inv)
     assert "SENTINEL" not in repr(plan)
-    assert all(n["secrets"] == {"api_key": True, "admin_api_key": True} for n in plan["nodes"].values())
+    assert all(n["secrets"] == {"api_key": True, "admin_api_key": True, "tls_cert": False, "tls_key": False,
+                                "tls_ca": False} for n in plan["nodes"].values())
     assert plan["layout"]["credentials"]["api_key"] == "/etc/sglang/api-key"
 
 
@@ -211,3 +212,64 @@ def test_inputs_not_mutated_and_defaults_applied():
     assert inv == before
     assert plan["nodes"]["gpu0"]["ports"]["ray_gcs_port"] == DEFAULTS["ray_gcs_port"]
     assert plan["nodes"]["gpu0"]["venv_dir"] == DEFAULTS["cluster_venv_dir"]
+
+
+# A CA certificate's PEM shape (the plan judges the shape; openssl on the nodes the rest).
+CA = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+
+
+def tls_inventory(ca=CA, api=(), ray=(), router=False):
+    inv = inventory(sglang_router=router)
+    for h, hv in inv["hostvars"].items():
+        hv.update(cluster_tls_ca=ca, _tls_api_set=h in api, _tls_ray_set=h in ray)
+    return inv
+
+
+def test_tls_off_by_default():
+    plan = plan_of(inventory(sglang_router=True))
+    assert plan["groups"]["llama"]["local_url"] == "http://127.0.0.1:30000"
+    assert plan["router"]["workers"] == ["http://10.0.0.10:30000"] and plan["router"]["scheme"] == "http"
+    assert plan["ray"]["tls"] is False and plan["ray"]["tls_env"] == {}
+
+
+def test_api_tls_serves_https_at_the_cluster_ip():
+    """A certificate names the node, rarely loopback: HTTPS URLs use the cluster IP."""
+    plan = plan_of(tls_inventory(api=("gpu0", "gpu1"), router=True))
+    group = plan["groups"]["llama"]
+    assert group["scheme"] == "https" and group["local_url"] == "https://10.0.0.10:30000"
+    assert plan["router"]["workers"] == ["https://10.0.0.10:30000"]
+    assert plan["router"]["local_url"] == "https://10.0.0.10:30080"
+    assert plan["nodes"]["gpu1"]["secrets"]["tls_key"] is True and plan["nodes"]["gpu1"]["secrets"]["tls_ca"] is True
+    assert plan["layout"]["credentials"]["tls_ca"] == "/etc/sglang/tls-ca.pem"
+    assert "BEGIN" not in repr(plan)  # the PEM stays in the variables, the plan has paths
+
+
+def test_ray_tls_environment_on_every_node():
+    """Every Ray process of the units, the CLI, verify and the Ray backend's driver get it."""
+    from ansible_collections.sglang_ops.cluster.plugins.module_utils import ray_args, server
+
+    plan = plan_of(tls_inventory(ray=("gpu0", "gpu1")))
+    assert ray_args.ray_environment(plan, "gpu1")["RAY_USE_TLS"] == "1"
+    assert all(n["ray_tls"] for n in plan["nodes"].values())
+    driver = plan_of(dict(tls_inventory(ray=("gpu0", "gpu1")),
+                          hostvars={h: dict(v, sglang_backend="ray") for h, v in tls_inventory(ray=("gpu0", "gpu1"))["hostvars"].items()}))
+    assert server.group_units(driver, "llama", {})["gpu0"]["env"]["RAY_TLS_CA_CERT"] == "/etc/sglang/ray-tls-ca.pem"
+    assert plan["ray"]["tls"] is True
+    assert plan["ray"]["tls_env"] == {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": "/etc/sglang/ray-tls-cert.pem",
+                                      "RAY_TLS_SERVER_KEY": "/etc/sglang/ray-tls-key.pem",
+                                      "RAY_TLS_CA_CERT": "/etc/sglang/ray-tls-ca.pem"}
+
+
+@pytest.mark.parametrize("kwargs, where, key, fragment", [
+    (dict(ca="", api=("gpu1",)), "gpu1", "cluster_tls_ca", "sglang_server_tls_cert is set"),
+    (dict(ca="", ray=("gpu0", "gpu1")), "gpu0", "cluster_tls_ca", "ray_tls_cert is set"),
+    (dict(ray=("gpu0",)), "gpu1", "ray_tls_cert", "Ray TLS is on for gpu0"),
+    (dict(ca="not a certificate"), "gpu0", "cluster_tls_ca", "not a PEM certificate"),
+    (dict(ca="-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), "gpu0", "cluster_tls_ca",
+     "not a PEM certificate"),
+])
+def test_tls_refusals(kwargs, where, key, fragment):
+    with pytest.raises(PlanError) as err:
+        plan_of(tls_inventory(**kwargs))
+    assert any(w == where and k == key and fragment in problem for w, k, problem, _fix in err.value.items), err.value.items
+    assert "AAAA" not in str(err.value)

@@ -60,7 +60,13 @@ def test_launcher_maps_every_credential_the_units_load(tmp_path):
     words, secrets = launch.credential_args(launch.SERVER_FLAGS, str(tmp_path))
     assert words == ["--admin-api-key", ADMIN, "--api-key", KEY, "--ssl-keyfile", str(tmp_path / "tls_key")]
     assert secrets == [ADMIN, KEY]
-    assert launch.credential_args(launch.ROUTER_FLAGS, str(tmp_path)) == (["--api-key", KEY], [KEY])
+    (tmp_path / "tls_cert").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "tls_ca").write_text("-----BEGIN CERTIFICATE-----\n")
+    words, secrets = launch.credential_args(launch.ROUTER_FLAGS, str(tmp_path))
+    assert words == ["--control-plane-api-keys", "sglang-ops:sglang_ops admin:admin:" + ADMIN, "--api-key", KEY,
+                     "--ca-cert-paths", str(tmp_path / "tls_ca"), "--tls-cert-path", str(tmp_path / "tls_cert"),
+                     "--tls-key-path", str(tmp_path / "tls_key")]
+    assert secrets == [ADMIN, KEY]
     assert launch.credential_args(launch.SERVER_FLAGS, "") == ([], [])
 
 

@@ -106,8 +106,14 @@ def test_env_refusals(env, message):
     ({"_api_key_set": True}, [["api_key", "/etc/sglang/api-key"]], [["api_key", "/etc/sglang/api-key"]]),
     ({"_api_key_set": True, "_admin_api_key_set": True},
      [["api_key", "/etc/sglang/api-key"], ["admin_api_key", "/etc/sglang/admin-api-key"]],
-     [["api_key", "/etc/sglang/api-key"]]),
-    ({"_admin_api_key_set": True}, [["admin_api_key", "/etc/sglang/admin-api-key"]], []),
+     [["api_key", "/etc/sglang/api-key"], ["admin_api_key", "/etc/sglang/admin-api-key"]]),
+    ({"_admin_api_key_set": True}, [["admin_api_key", "/etc/sglang/admin-api-key"]],
+     [["admin_api_key", "/etc/sglang/admin-api-key"]]),
+    # HTTPS: the certificate and key for both; the router also the CA it checks HTTPS workers with.
+    ({"_tls_api_set": True, "cluster_tls_ca": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"},
+     [["tls_cert", "/etc/sglang/tls-cert.pem"], ["tls_key", "/etc/sglang/tls-key.pem"]],
+     [["tls_cert", "/etc/sglang/tls-cert.pem"], ["tls_key", "/etc/sglang/tls-key.pem"],
+      ["tls_ca", "/etc/sglang/tls-ca.pem"]]),
 ])
 def test_secrets_are_credentials_never_argv_or_environment(secrets, server, router):
     """The units load each secret set on the node with LoadCredential=; argv and env carry none."""

@@ -21,11 +21,16 @@ import signal
 import sys
 import time
 
-# Credential id (the plan's layout.credentials) -> (flag, whether the flag takes the secret's
-# value rather than the file's path). The value ones are redacted from the output.
-SERVER_FLAGS = {"api_key": ("--api-key", True), "admin_api_key": ("--admin-api-key", True),
-                "tls_cert": ("--ssl-certfile", False), "tls_key": ("--ssl-keyfile", False)}
-ROUTER_FLAGS = {"api_key": ("--api-key", True)}
+# Credential id (the plan's layout.credentials) -> (flag, its word: the secret's {value} or the
+# credential file's {path}). Words made from a value are redacted from the output.
+SERVER_FLAGS = {"api_key": ("--api-key", "{value}"), "admin_api_key": ("--admin-api-key", "{value}"),
+                "tls_cert": ("--ssl-certfile", "{path}"), "tls_key": ("--ssl-keyfile", "{path}")}
+# sglang-router 0.3.2: --api-key (clients and workers), its control plane's admin key
+# (id:name:role:key), its own TLS and the CA it verifies HTTPS workers with.
+ROUTER_FLAGS = {"api_key": ("--api-key", "{value}"),
+                "admin_api_key": ("--control-plane-api-keys", "sglang-ops:sglang_ops admin:admin:{value}"),
+                "tls_cert": ("--tls-cert-path", "{path}"), "tls_key": ("--tls-key-path", "{path}"),
+                "tls_ca": ("--ca-cert-paths", "{path}")}
 REDACTED = b"<redacted>"
 # Fields that carry a secret however they are printed: api_key='x', "admin_api_key": "x",
 # api_key: Some("x"), ssl_keyfile_password=...
@@ -43,15 +48,15 @@ def credential_args(flags, directory):
         path = os.path.join(directory, cid)
         if not os.path.exists(path):
             continue
-        flag, by_value = flags[cid]
-        if by_value:
+        flag, word = flags[cid]
+        if "{value}" in word:
             with open(path, encoding="utf-8") as fh:
                 value = fh.read().strip()
             if value:
-                words += [flag, value]
+                words += [flag, word.format(value=value)]
                 secrets.append(value)
         else:
-            words += [flag, path]
+            words += [flag, word.format(path=path)]
     return words, secrets
 
 
