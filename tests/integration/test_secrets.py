@@ -1,14 +1,16 @@
-"""Secrets stay secret: a -vvv deploy with the Ray token, an API key, an admin API key and an HF
-token in vars prints none of them; each lands only in its own 0600 file; the real server unit,
-started with its GPU condition overridden, fails without a GPU and leaves none of them in the
-journal, the playbook output (the excerpt deploy shows on a failed start), a command line or a
-process environment."""
+"""Secrets stay secret: a -vvv deploy with the Ray token, an API key, an admin API key, an HF
+token and a TLS key in vars prints none of them; each lands only in its own 0600 file; the real
+server unit, started with its GPU condition overridden, fails without a GPU and leaves none of
+them in the journal, the playbook output (the excerpt deploy shows on a failed start), a command
+line or a process environment. The router serves HTTPS with the certificate (a CA made in the
+test) and refuses plain HTTP."""
 
 import secrets
 
 import yaml
 
-from conftest import H1, H2, INVENTORY, on_host, playbook
+from conftest import H1, H2, INVENTORY, IP1, IP2, on_host, playbook
+from tls_ca import key_body, make_ca
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
 
 RAY_UNIT = DEFAULTS["ray_unit_name"]  # the lab inventory keeps the plan's default
@@ -28,10 +30,13 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
     api_key = "sk-sglang-" + secrets.token_hex(12)
     admin_key = "sk-admin-" + secrets.token_hex(12)
     hf_token = "hf_" + secrets.token_hex(16)
-    sentinels = (token, api_key, admin_key, hf_token)
+    tls = make_ca(tmp_path, [IP1, IP2, "127.0.0.1"])
+    sentinels = (token, api_key, admin_key, hf_token, key_body(tls["key"]))
     extra = tmp_path / "secrets.yml"  # as a vault file would hand them over
     extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key,
-                                     "sglang_server_admin_api_key": admin_key, "sglang_hf_token": hf_token}))
+                                     "sglang_server_admin_api_key": admin_key, "sglang_hf_token": hf_token,
+                                     "sglang_server_tls_cert": tls["cert"], "sglang_server_tls_key": tls["key"],
+                                     "cluster_tls_ca": tls["ca"]}))
     for host in (H1, H2):
         on_host(host, "mkdir -p %s && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n' > %s"
                 % (DROPIN_DIR, DROPIN))
@@ -62,27 +67,36 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
             assert "api_key='<redacted>'" in journal and "admin_api_key='<redacted>'" in journal, journal[-3000:]
             # Each secret lands in its own 0600 file...
             for name, secret, owner in (("api-key", api_key, "root"), ("admin-api-key", admin_key, "root"),
-                                        ("hf-token", hf_token, "sglang")):
+                                        ("hf-token", hf_token, "sglang"), ("tls-key.pem", tls["key"], "root"),
+                                        ("tls-cert.pem", tls["cert"], "root"), ("tls-ca.pem", tls["ca"], "root")):
                 assert on_host(host, "stat -c '%%a %%U' %s/%s" % (CONFIG, name)).split() == ["600", owner]
                 assert on_host(host, "cat %s/%s" % (CONFIG, name)) == secret
+            unit = on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)
+            for cred in ("api_key", "admin_api_key", "tls_cert", "tls_key"):
+                assert "LoadCredential=%s:" % cred in unit
             # ...and in no journal, process list, process environment, unit file or other file of
             # the configuration directory.
             visible = on_host(host, "journalctl --no-pager -o cat; ps -eo args; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; "
                                     "cat /etc/systemd/system/sglang-*.service; "
                                     "find %s -type f ! -name api-key ! -name admin-api-key ! -name hf-token "
-                                    "! -name ray-auth-token -exec cat {} +" % CONFIG)
+                                    "! -name ray-auth-token ! -name tls-key.pem -exec cat {} +" % CONFIG)
             for secret in sentinels:
                 assert secret not in visible, host
         # The key is enforced where it lands: the router (which runs here; SGLang cannot) gets it
-        # as its credential through the launcher and refuses requests without it.
+        # and its certificate as credentials through the launcher, serves HTTPS at the cluster IP
+        # (checked against the test's CA) and refuses requests without the key.
         on_host(H1, "systemctl start sglang-router")
+        https = "curl -s --cacert %s/tls-ca.pem https://%s:30080" % (CONFIG, IP1)
         # Until the router answers at all (any HTTP status), at most 60 s on a loaded machine.
-        codes = on_host(H1, "for i in $(seq 60); do curl -s -m 2 -o /dev/null http://127.0.0.1:30080/health && break; "
+        codes = on_host(H1, "for i in $(seq 60); do %s/health -m 2 -o /dev/null && break; "
                         "sleep 1; done; for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
-                        "curl -s -m 10 -o /dev/null -w '%%{http_code} ' -H \"$k\" -H 'Content-Type: application/json' "
-                        "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}' "
-                        "http://127.0.0.1:30080/v1/chat/completions; done" % api_key).split()
+                        "%s/v1/chat/completions -m 10 -o /dev/null -w '%%{http_code} ' -H \"$k\" -H 'Content-Type: application/json' "
+                        "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'; "
+                        "done" % (https, api_key, https)).split()
         assert codes[:2] == ["401", "401"] and codes[2] == "503", codes  # 503: no server behind it
+        # Plain HTTP gets no HTTP answer at all; a client that does not trust the CA is refused.
+        assert on_host(H1, "curl -s -m 10 -o /dev/null -w '%%{http_code}' http://%s:30080/health; echo \" $?\"" % IP1).split()[0] == "000"
+        assert on_host(H1, "curl -s -m 10 -o /dev/null https://%s:30080/health; echo $?" % IP1).strip() == "60"
         assert api_key not in on_host(H1, "ps -eo args; journalctl -u sglang-router --no-pager -o cat")
     finally:
         for host in (H1, H2):
@@ -95,5 +109,6 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
     assert clean.rc == 0
     for host in (H1, H2):
         # Unset secrets are removed again; the units load none.
-        assert on_host(host, "ls %s" % CONFIG).split().count("api-key") == 0
+        assert not set(on_host(host, "ls %s" % CONFIG).split()) & {"api-key", "admin-api-key", "tls-key.pem",
+                                                                  "tls-cert.pem", "tls-ca.pem"}
         assert "LoadCredential" not in on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)

@@ -1,0 +1,75 @@
+"""Ray with mutual TLS, as the ray role configures it (RAY_USE_TLS and the RAY_TLS_* files of the
+plan's layout): a head and a worker on the two lab hosts form a cluster, a client with the
+certificate sees both nodes, and a client without it is refused.
+
+Short-lived Ray processes of their own, on ports clear of the deployed cluster's, in transient
+units (stopped through systemd, never `ray stop`), under a directory removed afterwards; the
+deployed Ray is not touched (restarting it for TLS would cost a minute per restart).
+"""
+
+import json
+import subprocess
+
+from conftest import H1, H2, IP1, IP2, on_host
+from tls_ca import make_ca
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, ray_tls_env
+
+USER, VENV = DEFAULTS["cluster_user"], DEFAULTS["cluster_venv_dir"]
+WORK = DEFAULTS["sglang_data_dir"] + "/rtls"  # short: Ray's unix sockets live under it (108 bytes)
+GCS = 16379
+# Every port Ray opens, fixed and away from the deployed cluster's (6379-6386, 10001, 11000-11499).
+PORTS = ["--node-manager-port=16380", "--object-manager-port=16381", "--runtime-env-agent-port=16382",
+         "--dashboard-agent-grpc-port=16383", "--dashboard-agent-listen-port=16384", "--metrics-export-port=16385",
+         "--min-worker-port=16400", "--max-worker-port=16450"]
+UNIT = "sglang-ops-test-ray-tls"
+# The ray role's environment names, with this test's files.
+ENV = ray_tls_env({"files": {"ray_tls_cert": WORK + "/cert.pem", "ray_tls_key": WORK + "/key.pem",
+                             "ray_tls_ca": WORK + "/ca.pem"}})
+CLIENT = ("import json, ray; ray.init(address='%s:%d', log_to_driver=False); "
+          "print(json.dumps(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive'])))" % (IP1, GCS))
+
+
+def start(host, argv):
+    env = sum((["-E", "%s=%s" % kv] for kv in sorted(dict(ENV, RAY_USAGE_STATS_ENABLED="0").items())), [])
+    on_host(host, " ".join(["systemd-run", "--unit=" + UNIT, "--uid=" + USER, "--gid=" + USER, "-p",
+                            "WorkingDirectory=" + WORK] + env + [VENV + "/bin/ray", "start", "--block"] + argv))
+
+
+def client(host, tls):
+    env = " ".join("%s=%s" % kv for kv in sorted(ENV.items())) if tls else "RAY_USE_TLS=0"
+    proc = subprocess.run(["podman", "exec", host, "timeout", "90", "runuser", "-u", USER, "--", "env", *env.split(),
+                           VENV + "/bin/python", "-c", CLIENT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    return proc.returncode, proc.stdout
+
+
+def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
+    tls = make_ca(tmp_path, [IP1, IP2, "127.0.0.1"])
+    try:
+        for host in (H1, H2):
+            on_host(host, "install -d -o %s -g %s -m 0700 %s" % (USER, USER, WORK))
+            for name in ("cert", "key", "ca"):
+                subprocess.run(["podman", "exec", "-i", host, "sh", "-c", "umask 077; cat > %s/%s.pem; chown %s: %s/%s.pem"
+                                % (WORK, name, USER, WORK, name)], input=tls[name], text=True, check=True)
+        common = PORTS + ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=78643200",
+                          "--temp-dir=%s/tmp" % WORK, "--disable-usage-stats"]
+        start(H1, ["--head", "--port=%d" % GCS, "--node-ip-address=" + IP1, "--include-dashboard=false",
+                   "--ray-client-server-port=16386"] + common)
+        start(H2, ["--address=%s:%d" % (IP1, GCS), "--node-ip-address=" + IP2] + common)
+        # With the certificate: both nodes, within a minute on a loaded machine.
+        seen = []
+        for _ in range(12):
+            rc, out = client(H1, tls=True)
+            lines = [line for line in out.splitlines() if line.startswith("[")]
+            seen = json.loads(lines[-1]) if rc == 0 and lines else []
+            if seen == sorted([IP1, IP2]):
+                break
+            on_host(H1, "sleep 5")
+        assert seen == sorted([IP1, IP2]), out[-3000:]
+        # Without it, on the same address the client above just used: refused, no node listed.
+        rc, out = client(H2, tls=False)
+        assert rc != 0 and not any(line.startswith("[") for line in out.splitlines()), out[-3000:]
+    finally:
+        for host in (H1, H2):
+            on_host(host, "systemctl stop %s 2>/dev/null; systemctl reset-failed %s 2>/dev/null; rm -rf %s; true"
+                    % (UNIT, UNIT, WORK))
