@@ -282,12 +282,10 @@ def _systemctl(hosts, verb, targets):
 
 HEALTH_SCRIPT = r"""
 import json, sys, urllib.request, urllib.error
-url, env_file, var = sys.argv[1:4]
+url, key_file = sys.argv[1:3]
 key = ""
 try:
-    for line in open(env_file):
-        if line.startswith(var + "="):
-            key = line.split("=", 1)[1].strip().strip('"')
+    key = open(key_file).read().strip()
 except OSError:
     pass
 req = urllib.request.Request(url, headers={"Authorization": "Bearer " + key} if key else {})
@@ -307,8 +305,8 @@ def wait_health(cluster, hosts, group, timeout, out):
     spec = cluster.groups[group]
     unit = cluster.unit(group)
     rank0 = spec["rank0"]
-    check = "python3 -c %s %s %s %s" % (shlex.quote(HEALTH_SCRIPT), shlex.quote(spec["local_url"] + "/health_generate"),
-                                        shlex.quote(cluster.env_file(unit)), shlex.quote(cluster.layout["env"]["api_token"]))
+    check = "python3 -c %s %s %s" % (shlex.quote(HEALTH_SCRIPT), shlex.quote(spec["local_url"] + "/health_generate"),
+                                     shlex.quote(cluster.key_file()))
     states = {h: "systemctl is-active %s.service || true" % shlex.quote(unit) for h in spec["hosts"]}
     t0 = time.monotonic()
     last = 0

@@ -63,9 +63,10 @@ class Cluster:
         argv = server.fence_argv(self.plan, group, self.groups[group]["rank0"])
         return argv[argv.index("--state") + 1] if "--state" in argv else None
 
-    def env_file(self, unit):
-        # The server and router units' EnvironmentFile (roles/sglang_server/templates/sglang.service.j2).
-        return "%s/%s.env" % (self.layout["config_dir"], unit)
+    def key_file(self):
+        # The API key the server and router units load as a credential (0600 root; the whole
+        # file is the key): the plan's layout.credentials.api_key.
+        return self.layout["credentials"]["api_key"]
 
     def router_host(self):
         router = self.plan.get("router")

@@ -56,12 +56,10 @@ if a.get("fence_state"):
         out["fence_state"] = json.load(open(a["fence_state"]))
     except (OSError, ValueError):
         out["fence_state"] = None
-for name, url, env_file in a.get("http", []):
+for name, url, key_file in a.get("http", []):
     key = ""
     try:
-        for line in open(env_file):
-            if line.startswith(a["key_var"] + "="):
-                key = line.split("=", 1)[1].strip().strip('"')
+        key = open(key_file).read().strip()
     except OSError:
         pass
     req = urllib.request.Request(url, headers={"Authorization": "Bearer " + key} if key else {})
@@ -87,13 +85,12 @@ def node_args(cluster, host, http_timeout=5):
     if cluster.router_host() == host:
         units.append(cluster.layout["units"]["router"])
     if spec["rank0"] and cluster.decision(group)["start"]:
-        http.append(["health", spec["group"]["local_url"] + "/health_generate", cluster.env_file(cluster.unit(group))])
+        http.append(["health", spec["group"]["local_url"] + "/health_generate", cluster.key_file()])
     if cluster.router_host() == host and cluster.router_start():
-        http.append(["router_health", plan["router"]["local_url"] + "/health",
-                     cluster.env_file(cluster.layout["units"]["router"])])
+        http.append(["router_health", plan["router"]["local_url"] + "/health", cluster.key_file()])
     return {"units": units, "props": list(UNIT_PROPS), "cgroups": [cluster.unit(group)],
             "fence_state": cluster.fence_state_file(group) if spec["rank0"] and spec["fenced"] else None,
-            "http": http, "key_var": cluster.layout["env"]["api_token"], "http_timeout": http_timeout}
+            "http": http, "http_timeout": http_timeout}
 
 
 def node_command(args):

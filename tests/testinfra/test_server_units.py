@@ -35,9 +35,15 @@ def test_unit_runs_launch_server_as_service_user_with_rank(host, unit_text):
     assert "Restart=no" in text and "KillMode=control-group" in text
 
 
-def test_secrets_file_is_root_only(host, plan_layout, unit):
-    env = host.file("%s/%s.env" % (plan_layout["config_dir"], unit))
-    assert env.exists and env.mode == 0o600 and env.user == "root"
+def test_secrets_are_root_only_credentials(host, plan_layout, unit, unit_text):
+    # Each secret the unit loads (LoadCredential=) is a 0600 root file; none in an environment file.
+    assert not host.file("%s/%s.env" % (plan_layout["config_dir"], unit)).exists
+    loaded = re.findall(r"^LoadCredential=([a-z_]+):(\S+)$", unit_text, re.M)
+    assert all(plan_layout["credentials"][cid] == path for cid, path in loaded)
+    for path in plan_layout["credentials"].values():
+        f = host.file(path)
+        assert not f.exists or (f.mode == 0o600 and f.user == "root")
+    assert "EnvironmentFile" not in unit_text
 
 
 def test_fence_runs(host, plan_layout):
