@@ -64,7 +64,7 @@ class Cluster:
         return argv[argv.index("--state") + 1] if "--state" in argv else None
 
     def key_file(self):
-        # The API key the server and router units load as a credential (0600 root; the whole
+        # The API key the server and router units get as a credential (0600 root; the whole
         # file is the key): the plan's layout.credentials.api_key.
         return self.layout["credentials"]["api_key"]
 

@@ -130,10 +130,10 @@ NFT_TABLE = "sglang_ops"
 ROUTER_UNIT = "sglang-router"
 SERVER_UNIT_PREFIX = "sglang-server-"
 FENCE_UNIT_PREFIX = "sglang-fence-"
-# The server and router units take their secrets through systemd's LoadCredential= (read as
-# root from 0600 root files, handed to the service in a private directory): never argv, an
-# environment another process of the user can read (/proc/PID/environ), or the journal. The
-# launcher maps each credential id to its flag; {id: file name in cluster_config_dir}.
+# The server and router units take their secrets as credentials (0600 root files, copied by
+# root at start into the unit's private tmpfs directory, server.credential_delivery): never
+# argv, an environment another process of the user can read (/proc/PID/environ), or the
+# journal. The launcher maps each credential id to its flag; {id: file name in cluster_config_dir}.
 CREDENTIALS = {"api_key": "api-key", "admin_api_key": "admin-api-key",
                "tls_cert": "tls-cert.pem", "tls_key": "tls-key.pem", "tls_ca": "tls-ca.pem"}
 # The collection's former secrets file (an EnvironmentFile per unit): removed where found.
@@ -621,7 +621,7 @@ def layout(settings, groups):
             "ray_cli": "/usr/local/bin/" + ray_unit,
         },
         "nft_table": NFT_TABLE,
-        # LoadCredential= ids of the server and router units and their 0600 root files.
+        # Credential ids of the server and router units and their 0600 root files.
         "credentials": {cid: config + "/" + name for cid, name in CREDENTIALS.items()},
         "legacy_env_suffix": LEGACY_ENV_SUFFIX,
     }

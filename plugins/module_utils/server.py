@@ -19,9 +19,10 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
 # Variables the plan owns; sglang_server_env may not override them.
 MANAGED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
                "HIP_VISIBLE_DEVICES", "HF_HOME", "RAY_ADDRESS", "CREDENTIALS_DIRECTORY") + rdma.NCCL_IB_ENV
-# The secrets the server and the router take as credentials (LoadCredential= ids of the plan's
-# layout), in the order the units list them.
+# The secrets the server and the router take as credentials (ids of the plan's
+# layout.credentials), in the order the units list them.
 SERVER_CREDENTIALS = ("api_key", "admin_api_key", "tls_cert", "tls_key")
+INSTALL = "/usr/bin/install"
 ROUTER_CREDENTIALS = ("api_key", "admin_api_key", "tls_cert", "tls_key", "tls_ca")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -104,9 +105,34 @@ def _check_env(extra_env):
 
 
 def credentials(plan, host, ids):
-    """[[id, file]] of the secrets `host` has among `ids`: the unit's LoadCredential= lines."""
+    """[[id, file]] of the secrets `host` has among `ids` (0600 root files of the plan's layout)."""
     have = plan["nodes"][host].get("secrets") or {}
     return [[cid, plan["layout"]["credentials"][cid]] for cid in ids if have.get(cid)]
+
+
+def credential_delivery(plan, host, unit, ids):
+    """How a unit gets its secrets: {credentials, dir, stage} ({} entries without secrets).
+
+    systemd's LoadCredential= is the tool for this, but systemd 252 in a container hands over
+    nothing (an empty, root-only directory; seen on the podman lab), so the units do the same by
+    hand: ExecStartPre=+ (root, before the service's own processes exist) copies each 0600 root
+    file, 0400 for the service user, into the unit's RuntimeDirectory (tmpfs, 0700, removed when
+    the unit stops); CREDENTIALS_DIRECTORY points the launcher at it, as LoadCredential= would.
+    """
+    creds = credentials(plan, host, ids)
+    user = plan["nodes"][host]["user"]
+    directory = "/run/%s" % unit
+    return {"credentials": creds, "dir": directory if creds else None,
+            "stage": [[INSTALL, "-m", "0400", "-o", user, "-g", user, source, "%s/%s" % (directory, cid)]
+                      for cid, source in creds]}
+
+
+def _with_credentials(unit, delivery):
+    unit.update(credentials=delivery["credentials"], credentials_dir=delivery["dir"],
+                credentials_stage=delivery["stage"])
+    if delivery["dir"]:
+        unit["env"]["CREDENTIALS_DIRECTORY"] = delivery["dir"]
+    return unit
 
 
 def node_environment(plan, host, opts):
@@ -176,8 +202,9 @@ def group_units(plan, group_name, opts):
         if opts.get("ray_auth"):
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=plan["layout"]["files"]["ray_token"])
         env.update(plan["ray"].get("tls_env") or {})
-        units[rank0] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=0,
-                            argv=argv, env=env, credentials=credentials(plan, rank0, SERVER_CREDENTIALS))
+        units[rank0] = _with_credentials(
+            dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=0, argv=argv, env=env),
+            credential_delivery(plan, rank0, unit_name(plan, group_name), SERVER_CREDENTIALS))
         return units
     for host in group["hosts"]:
         rank = plan["nodes"][host]["node_rank"]
@@ -186,9 +213,10 @@ def group_units(plan, group_name, opts):
             argv += ["--nnodes", str(group["nnodes"]), "--node-rank", str(rank),
                      "--dist-init-addr", group["dist_init_addr"]]
         argv += common_tail + extra
-        units[host] = dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=rank,
-                           argv=argv, env=node_environment(plan, host, opts),
-                           credentials=credentials(plan, host, SERVER_CREDENTIALS))
+        units[host] = _with_credentials(
+            dict(unit=unit_name(plan, group_name), fence_unit=fence_unit_name(plan, group_name), rank=rank,
+                 argv=argv, env=node_environment(plan, host, opts)),
+            credential_delivery(plan, host, unit_name(plan, group_name), SERVER_CREDENTIALS))
     return units
 
 
@@ -270,8 +298,9 @@ def router_unit(plan, opts):
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
         "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
-    return {router["host"]: dict(unit=plan["layout"]["units"]["router"], argv=argv, env=env,
-                                 credentials=credentials(plan, router["host"], ROUTER_CREDENTIALS))}
+    unit = plan["layout"]["units"]["router"]
+    return {router["host"]: _with_credentials(dict(unit=unit, argv=argv, env=env),
+                                              credential_delivery(plan, router["host"], unit, ROUTER_CREDENTIALS))}
 
 
 def router_validation_argv(argv, launcher):

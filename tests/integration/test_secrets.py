@@ -73,7 +73,9 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
                 assert on_host(host, "cat %s/%s" % (CONFIG, name)) == secret
             unit = on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)
             for cred in ("api_key", "admin_api_key", "tls_cert", "tls_key"):
-                assert "LoadCredential=%s:" % cred in unit
+                assert "/run/%s/%s\n" % (SERVER, cred) in unit
+            # The unit's credential directory went with the failed unit (tmpfs, removed at stop).
+            assert on_host(host, "test -e /run/%s && echo left || echo gone" % SERVER).strip() == "gone"
             # ...and in no journal, process list, process environment, unit file or other file of
             # the configuration directory.
             visible = on_host(host, "journalctl --no-pager -o cat; ps -eo args; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; "
@@ -111,4 +113,4 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
         # Unset secrets are removed again; the units load none.
         assert not set(on_host(host, "ls %s" % CONFIG).split()) & {"api-key", "admin-api-key", "tls-key.pem",
                                                                   "tls-cert.pem", "tls-ca.pem"}
-        assert "LoadCredential" not in on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)
+        assert "CREDENTIALS_DIRECTORY" not in on_host(host, "cat /etc/systemd/system/%s.service" % SERVER)

@@ -36,10 +36,10 @@ def test_unit_runs_launch_server_as_service_user_with_rank(host, unit_text):
 
 
 def test_secrets_are_root_only_credentials(host, plan_layout, unit, unit_text):
-    # Each secret the unit loads (LoadCredential=) is a 0600 root file; none in an environment file.
+    # Each secret the unit gets (copied by root at start) is a 0600 root file; none in an environment file.
     assert not host.file("%s/%s.env" % (plan_layout["config_dir"], unit)).exists
-    loaded = re.findall(r"^LoadCredential=([a-z_]+):(\S+)$", unit_text, re.M)
-    assert all(plan_layout["credentials"][cid] == path for cid, path in loaded)
+    staged = re.findall(r"^ExecStartPre=\+/usr/bin/install -m 0400 -o \S+ -g \S+ (\S+) /run/[^/]+/([a-z_]+)$", unit_text, re.M)
+    assert all(plan_layout["credentials"][cid] == path for path, cid in staged)
     for path in plan_layout["credentials"].values():
         f = host.file(path)
         assert not f.exists or (f.mode == 0o600 and f.user == "root")

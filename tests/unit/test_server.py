@@ -116,14 +116,19 @@ def test_env_refusals(env, message):
       ["tls_ca", "/etc/sglang/tls-ca.pem"]]),
 ])
 def test_secrets_are_credentials_never_argv_or_environment(secrets, server, router):
-    """The units load each secret set on the node with LoadCredential=; argv and env carry none."""
+    """The units get each secret set on the node as a credential; argv and env carry none."""
     plan = plan_for(sglang_router=True, **secrets)
     for unit in group_units(plan, "llama", dict(OPTS, env={"FOO": "bar"})).values():
         assert unit["credentials"] == server
         assert not any("api-key" in a or "sk-" in a for a in unit["argv"])
-        assert not any("KEY" in k or "CREDENTIALS" in k for k in unit["env"])
+        assert not any("KEY" in k for k in unit["env"])
+        # Root copies each file, 0400 for the service user, into the unit's own tmpfs directory.
+        assert unit["credentials_stage"] == [["/usr/bin/install", "-m", "0400", "-o", "sglang", "-g", "sglang", src,
+                                              "/run/sglang-server-llama/" + cid] for cid, src in server]
+        assert unit["env"].get("CREDENTIALS_DIRECTORY") == ("/run/sglang-server-llama" if server else None)
     unit = router_unit(plan, OPTS)["gpu0"]
     assert unit["credentials"] == router and not any("api-key" in a for a in unit["argv"])
+    assert unit["credentials_dir"] == ("/run/sglang-router" if router else None)
 
 
 def test_amd_nodes_get_hip_visible_devices():

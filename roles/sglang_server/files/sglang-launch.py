@@ -2,8 +2,9 @@
 
 Why this exists: a secret on a command line is readable by every user through /proc, one in the
 environment by every process of the service user (/proc/PID/environ), and SGLang logs its whole
-`server_args=ServerArgs(... api_key='...')` at start. The units hand the secrets over as systemd
-credentials (LoadCredential=: a private directory, $CREDENTIALS_DIRECTORY); this launcher turns
+`server_args=ServerArgs(... api_key='...')` at start. The units hand the secrets over as
+credentials (a private tmpfs directory, $CREDENTIALS_DIRECTORY, filled by root at start as
+LoadCredential= would, which hands over nothing inside containers); this launcher turns
 each into its flag inside the process, and before SGLang starts it puts a redactor between every
 process of the unit and the journal, which writes each secret (and any `api_key='...'`-style
 field) as `<redacted>`. `--validate` runs the checks SGLang's Engine makes before it starts
