@@ -20,8 +20,11 @@ CONFIG = DEFAULTS["cluster_config_dir"]
 # resets the list, so the unit really starts on these CPU hosts.
 DROPIN_DIR = "/etc/systemd/system/%s.service.d" % SERVER
 DROPIN = DROPIN_DIR + "/zz-test-no-gpu-condition.conf"
-# Long enough for SGLang to import and fail on a loaded 2-core machine, short for CI.
-READY_TIMEOUT = 40
+# Long enough for SGLang to import and print its arguments on a loaded 2-core machine (about
+# 20 s), short for CI. With --device cpu (test only) SGLang gets past its device check, prints
+# server_args={... 'api_key': ...} and fails later (no CPU kernels in the lab's venv): ~100 s.
+READY_TIMEOUT = 60
+EXTRA_ARGS = ["--load-format", "dummy", "--device", "cpu"]
 
 
 def test_vvv_never_prints_a_secret(deployed, tmp_path):
@@ -36,7 +39,9 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
     extra.write_text(yaml.safe_dump({"ray_auth_token": token, "sglang_server_api_key": api_key,
                                      "sglang_server_admin_api_key": admin_key, "sglang_hf_token": hf_token,
                                      "sglang_server_tls_cert": tls["cert"], "sglang_server_tls_key": tls["key"],
-                                     "cluster_tls_ca": tls["ca"]}))
+                                     "cluster_tls_ca": tls["ca"],
+                                     # The fence would restart the failing group; this test wants it failed.
+                                     "sglang_server_fence": False, "sglang_extra_args": EXTRA_ARGS}))
     for host in (H1, H2):
         on_host(host, "mkdir -p %s && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n' > %s"
                 % (DROPIN_DIR, DROPIN))
@@ -52,19 +57,19 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
             assert secret not in run.out
         # The excerpt deploy showed is SGLang's own failure, redacted, not an empty journal.
         excerpt = run.out[run.out.index("did not answer /health_generate"):]
-        assert "server_args=" in excerpt and "api_key='<redacted>'" in excerpt, excerpt[:3000]
+        assert "server_args=" in excerpt and "'api_key': '<redacted>'" in excerpt, excerpt[:3000]
         # The given Ray token is the one in place: Ray did not restart.
         assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT) == ray_since
         for host in (H1, H2):
             # Both ranks really ran and failed (no GPU) ...
-            for _ in range(60):
+            for _ in range(150):
                 if on_host(host, "systemctl show -p ActiveState --value %s" % SERVER).strip() == "failed":
                     break
                 on_host(host, "sleep 1")
             assert on_host(host, "systemctl show -p ActiveState --value %s" % SERVER).strip() == "failed"
             journal = on_host(host, "journalctl -u %s --no-pager -o cat" % SERVER)
             # ... SGLang printed its arguments with both keys, and the journal holds them redacted.
-            assert "api_key='<redacted>'" in journal and "admin_api_key='<redacted>'" in journal, journal[-3000:]
+            assert "'api_key': '<redacted>'" in journal and "'admin_api_key': '<redacted>'" in journal, journal[-3000:]
             # Each secret lands in its own 0600 file...
             for name, secret, owner in (("api-key", api_key, "root"), ("admin-api-key", admin_key, "root"),
                                         ("hf-token", hf_token, "sglang"), ("tls-key.pem", tls["key"], "root"),
