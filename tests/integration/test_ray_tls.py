@@ -60,7 +60,7 @@ def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
         seen = []
         for _ in range(12):
             rc, out = client(H1, tls=True)
-            lines = [line for line in out.splitlines() if line.startswith("[")]
+            lines = [line for line in out.splitlines() if line.startswith('["')]  # Ray's own log lines start "[20"
             seen = json.loads(lines[-1]) if rc == 0 and lines else []
             if seen == sorted([IP1, IP2]):
                 break
@@ -68,7 +68,7 @@ def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
         assert seen == sorted([IP1, IP2]), out[-3000:]
         # Without it, on the same address the client above just used: refused, no node listed.
         rc, out = client(H2, tls=False)
-        assert rc != 0 and not any(line.startswith("[") for line in out.splitlines()), out[-3000:]
+        assert rc != 0 and not any(line.startswith('["') for line in out.splitlines()), out[-3000:]
     finally:
         for host in (H1, H2):
             on_host(host, "systemctl stop %s 2>/dev/null; systemctl reset-failed %s 2>/dev/null; rm -rf %s; true"

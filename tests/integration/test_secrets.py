@@ -41,15 +41,15 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
                                      "sglang_server_tls_cert": tls["cert"], "sglang_server_tls_key": tls["key"],
                                      "cluster_tls_ca": tls["ca"],
                                      # The fence would restart the failing group; this test wants it failed.
-                                     "sglang_server_fence": False, "sglang_extra_args": EXTRA_ARGS}))
+                                     "sglang_server_fence": False, "sglang_extra_args": EXTRA_ARGS,
+                                     "sglang_server_start": "always", "sglang_server_ready_timeout": READY_TIMEOUT}))
     for host in (H1, H2):
         on_host(host, "mkdir -p %s && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n' > %s"
                 % (DROPIN_DIR, DROPIN))
     try:
         # The real server unit starts (sglang_server_start: always), SGLang fails without a GPU,
         # deploy waits READY_TIMEOUT s for rank 0 and fails with every rank's journal excerpt.
-        run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra,
-                       "-e", "sglang_server_start=always", "-e", "sglang_server_ready_timeout=%d" % READY_TIMEOUT)
+        run = playbook("playbooks/deploy.yml", INVENTORY, "-vvv", "-e", "@%s" % extra)
         assert run.rc != 0
         assert "did not answer /health_generate" in run.out
         assert len(run.out) > 100000  # -vvv really was verbose

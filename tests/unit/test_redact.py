@@ -89,3 +89,12 @@ def test_redactor_covers_children_and_outlives_a_killed_parent(tmp_path):
     assert KEY not in out
     assert "api_key='<redacted>'" in out and "child <redacted>" in out
     assert "RuntimeError: no GPU; key was <redacted>" in out
+
+
+def test_role_writes_every_credential_the_units_get():
+    """The sglang_server role writes a file for each credential id a unit may stage (a unit that
+    stages a file nobody wrote fails to start)."""
+    import yaml
+
+    mapping = yaml.safe_load((LAUNCHER.parents[1] / "vars/main.yml").read_text())["_sglang_server_secrets"]
+    assert set(mapping) == set(SERVER_CREDENTIALS) | set(ROUTER_CREDENTIALS)
