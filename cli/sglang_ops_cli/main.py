@@ -299,36 +299,44 @@ except Exception as e:
 """
 
 
-def wait_health(cluster, hosts, group, timeout, out):
-    """Poll rank 0's /health_generate (every 2 s, a progress line every 10 s); fail early when a
-    rank's unit failed. Returns None or a problem line."""
-    spec = cluster.groups[group]
-    unit = cluster.unit(group)
-    rank0 = spec["rank0"]
-    check = "python3 -c %s %s %s" % (shlex.quote(HEALTH_SCRIPT), shlex.quote(spec["local_url"] + "/health_generate"),
-                                     shlex.quote(cluster.key_file()))
-    states = {h: "systemctl is-active %s.service || true" % shlex.quote(unit) for h in spec["hosts"]}
+def wait_health(cluster, hosts, step, timeout, out):
+    """Poll an HTTP endpoint on its node: rank 0's /health_generate or the router's /health (every
+    2 s, a progress line every 10 s); fail early when a unit it needs is no longer running.
+    Returns None or a problem line."""
+    group = step.group
+    host, unit = step.targets[0]
+    if unit == cluster.layout["units"]["router"]:
+        url, watched, what = cluster.plan["router"]["local_url"] + "/health", {host: unit}, "the router"
+    else:
+        spec = cluster.groups[group]
+        url, what = spec["local_url"] + "/health_generate", "rank 0"
+        watched = {h: unit for h in spec["hosts"]}
+    check = "python3 -c %s %s %s" % (shlex.quote(HEALTH_SCRIPT), shlex.quote(url), shlex.quote(cluster.key_file()))
+    states = {h: "systemctl is-active %s.service || true" % shlex.quote(u) for h, u in watched.items()}
+    path = url.split("/", 3)[-1]
     t0 = time.monotonic()
     last = 0
     while True:
-        res = hosts.run(rank0, check, 30)
+        res = hosts.run(host, check, 30)
         code = res.stdout.strip() if res.ok else ""
         waited = time.monotonic() - t0
         if code == "200":
-            out.progress("  %s: rank 0 (%s) answers /health_generate after %.0f s" % (group, rank0, waited))
+            out.progress("  %s (%s) answers /%s after %.0f s" % (what, host, path, waited))
             return None
         active = {h: (r.stdout.strip() if not r.error else "unreachable") for h, r in hosts.run_all(states, 30).items()}
         dead = {h: s for h, s in active.items() if s not in ("active", "activating")}
         if dead:
-            return ("%s: rank unit not running: %s; rank 0 did not become ready. Fix: sglang-ops logs %s"
-                    % (group, ", ".join("%s %s" % hs for hs in dead.items()), group))
+            return ("%s: %s not running (%s); %s did not become ready. Fix: sglang-ops logs %s"
+                    % (group, unit, ", ".join("%s %s" % hs for hs in dead.items()), what,
+                       "router" if what == "the router" else group))
         if waited >= timeout:
-            return ("%s: rank 0 (%s) did not answer /health_generate within %d s (last: %s). Fix: "
-                    "sglang-ops logs %s" % (group, rank0, timeout, code or res.error or "no answer", group))
+            return ("%s: %s (%s) did not answer /%s within %d s (last: %s). Fix: sglang-ops logs %s"
+                    % (group, what, host, path, timeout, code or res.error or "no answer",
+                       "router" if what == "the router" else group))
         if waited - last >= 10:
             last = waited
-            out.progress("  %s: waiting for rank 0's /health_generate: %.0f of %d s (%s)"
-                         % (group, waited, timeout, ", ".join("%s %s" % hs for hs in active.items())))
+            out.progress("  waiting for %s's /%s: %.0f of %d s (%s)"
+                         % (what, path, waited, timeout, ", ".join("%s %s" % hs for hs in active.items())))
         time.sleep(2)
 
 
@@ -347,7 +355,7 @@ def cmd_group(cluster, hosts, args, out):
         out.line(head)
         t0 = time.monotonic()
         if step.verb == "wait":
-            problem = wait_health(cluster, hosts, group, timeout, out)
+            problem = wait_health(cluster, hosts, step, timeout, out)
             problems = [problem] if problem else []
         else:
             problems = _systemctl(hosts, step.verb, step.targets)
@@ -380,11 +388,12 @@ def cmd_exec(cluster, hosts, args, out):
     bad = 0
     for host in chosen:
         res = results[host]
-        status = res.error or "rc %d" % res.rc
+        # An SSH failure's line starts with the host already.
+        status = res.error or "%s: rc %d" % (host, res.rc)
         if not res.ok:
             bad += 1
             status = out.paint(status, "31")
-        out.line("%s: %s" % (host, status))
+        out.line(status)
     return 1 if bad else 0
 
 

@@ -4,7 +4,7 @@ stop:    the router, the group's fence on every node (or it would take the stop 
          and restart the group), rank 0, then the other ranks together.
 start:   every rank together (only where the plan starts the group: on CPU hosts it reports
          "not started: no GPU" as deploy and verify do), the fences, then rank 0's
-         /health_generate is awaited, then the router (once every group runs).
+         /health_generate is awaited, then the router (once every group runs) and its /health.
 restart: stop, then start. One rank alone is never restarted: it cannot rejoin its group.
 """
 
@@ -82,6 +82,7 @@ def start_steps(cluster, group):
         name = cluster.layout["units"]["router"]
         if cluster.router_start():
             steps.append(Step("start", "router", [(router, name)], group))
+            steps.append(Step("wait", "router /health", [(router, name)], group))
         else:
             steps.append(Step("skip", "router", [(router, name)], group,
                               "not started: a group it fronts is not started"))

@@ -31,20 +31,23 @@ def sh(argv):
 for u in a["units"]:
     text = sh(["systemctl", "show", "--no-pager"] + ["-p" + p for p in a["props"]] + [u + ".service"])
     out["units"][u] = dict(l.split("=", 1) for l in text.splitlines() if "=" in l)
+# The unit's processes: every pid whose systemd cgroup (unified "0::" or v1 "name=systemd")
+# is the unit's or below it; this reads the same on cgroup v1, v2 and inside containers.
 for u in a["cgroups"]:
-    cg = out["units"].get(u, {}).get("ControlGroup") or ""
+    want = "/" + u + ".service"
     procs = []
-    if cg:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
         try:
-            pids = [int(p) for p in open("/sys/fs/cgroup%s/cgroup.procs" % cg).read().split()]
-        except OSError:
-            pids = []
-        for pid in pids:
-            try:
-                name = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")[0].decode(errors="replace")
-            except OSError:
+            lines = open("/proc/%s/cgroup" % pid).read().splitlines()
+            paths = [l.split(":", 2)[2] for l in lines if l.startswith("0::") or ":name=systemd:" in l]
+            if not any(p.endswith(want) or (want + "/") in p for p in paths):
                 continue
-            procs.append([pid, name or str(pid)])
+            name = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")[0].decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        procs.append([int(pid), name or pid])
     out["procs"][u] = procs
 smi = [d + "/nvidia-smi" for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") if os.access(d + "/nvidia-smi", os.X_OK)]
 if smi:
@@ -173,7 +176,8 @@ def judge_node(cluster, host, facts, ray):
     if state == "missing":
         bad("%s: %s is not installed (run deploy.yml)" % (host, unit))
     elif not decision["start"]:
-        row["server"] = "%s; %s" % (row["server"], decision["reason"].split(";")[0])
+        # The reason in full is printed once below the table.
+        row["server"] = "%s; %s" % (row["server"], decision["reason"].split(";")[0].split(" (")[0])
         if (u.get(unit) or {}).get("UnitFileState") != "enabled":
             bad("%s: %s is %s, not enabled" % (host, unit, (u.get(unit) or {}).get("UnitFileState")))
     else:

@@ -161,7 +161,7 @@ def test_restart_order_on_gpus():
         ("stop", "router", ["n1"]), ("stop", "fence", ["n1", "n2", "n3"]), ("stop", "rank 0", ["n1"]),
         ("stop", "ranks 1-2", ["n2", "n3"]), ("start", "all ranks", ["n1", "n2", "n3"]),
         ("start", "fence", ["n1", "n2", "n3"]), ("wait", "rank 0 /health_generate", ["n1"]),
-        ("start", "router", ["n1"])]
+        ("start", "router", ["n1"]), ("wait", "router /health", ["n1"])]
     assert steps(c, "stop") == steps(c, "restart")[:4]
     assert steps(c, "start") == steps(c, "restart")[4:]
 
@@ -270,7 +270,7 @@ def test_lab_rank_reads_as_verify_says():
     from sglang_ops_cli import status
     c = cluster_of(lab_inventory(fake=True))
     row = status.judge_node(c, "n1", facts(router=unit("inactive")), RAY_OK)
-    assert row["server"] == "inactive; not started: no GPU (cluster_gpus_fake on n1, n2)"
+    assert row["server"] == "inactive; not started: no GPU"
     assert row["health"] == "not run" and row["router"] == "inactive; not started"
     assert row["fence"] == "active (armed)" and row["ray_node"] == "alive 4 GPU"
 
