@@ -1,8 +1,8 @@
 """The cluster plan of an inventory, computed by the collection's own Python.
 
 Why this exists: sglang-ops must name the same units, ranks, paths and start decisions as the
-roles. So it runs what the `cluster_plan` action plugin runs (plugin_utils.inputs.judge for
-the roles' options and their defaults, then module_utils.cluster_plan.build_plan) and asks
+roles. So it runs what the `cluster_plan` action plugin runs (plugin_utils.plan_inputs: the
+roles' options judged with their defaults, then module_utils.cluster_plan.build_plan) and asks
 module_utils.node_spec for every per-node decision; nothing here computes a plan value.
 """
 
@@ -15,7 +15,7 @@ collection_path()
 
 # pylint: disable=wrong-import-position
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import cluster_plan, node_spec, server  # noqa: E402
-from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs  # noqa: E402
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import plan_inputs  # noqa: E402
 
 # The sglang_server role's options that decide what runs (roles/sglang_server/tasks/preflight.yml
 # hands the same ones to node_spec).
@@ -86,34 +86,16 @@ def compute(inv, resolver, host_key_checking=True):
     """Judge the inventory like the action plugin does and return a Cluster, or raise InventoryError."""
     groups = inv.model_groups()
     root_hosts = inv.hosts_of(cluster_plan.ROOT_GROUP)
-    specs, names = role_specs.load(), role_specs.roles()
-    prefixes = inputs.namespaces(names)
+    prefixes = plan_inputs.namespaces()
     raw, unreadable, ssh = {}, {}, {}
     for host in root_hosts:
         values, bad = resolver.host_values(host, lambda n: n.startswith(prefixes) or n in SSH_KEYS)
-        raw[host] = {k: v for k, v in values.items() if k.startswith(prefixes) or k == "ansible_host"}
+        raw[host] = {k: v for k, v in values.items() if k.startswith(prefixes) or k in plan_inputs.EXTRA_KEYS}
         unreadable.update({(host, k): e for k, e in bad.items()})
         ssh[host] = ssh_target(host, values, host_key_checking)
-    judged = inputs.judge(root_hosts, raw, specs, names, False, unreadable)
-    plain = {}
-    for host in root_hosts:
-        plain[host] = {k: judged.values[host].get(k) for k in cluster_plan.DEFAULTS}
-        if "ansible_host" in raw[host]:
-            plain[host]["ansible_host"] = raw[host]["ansible_host"]
-        plain[host]["_api_key_set"] = bool(raw[host].get("sglang_server_api_key"))
-    items = list(judged.problems)
-    heads = inv.hosts_of(cluster_plan.HEAD_GROUP)
-    if len(heads) > 1:
-        items.append((cluster_plan.HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"
-                      % (len(heads), ", ".join(heads)), "keep one host in ray_head"))
-    plan = None
-    try:
-        plan = cluster_plan.build_plan(groups, plain, root_hosts, heads[0] if heads else None,
-                                       refused=judged.refused)
-    except cluster_plan.PlanError as exc:
-        items.extend(exc.items)
-    if items:
-        lines = cluster_plan.report(items, root_hosts, groups)
+    plan, lines, judged = plan_inputs.compute(groups, root_hosts, inv.hosts_of(cluster_plan.HEAD_GROUP),
+                                              raw, unreadable)
+    if lines:
         raise InventoryError("the inventory is not a valid SGLang cluster (%d problem%s), as deploy.yml "
                              "would say:\n- %s" % (len(lines), "" if len(lines) == 1 else "s",
                                                    "\n- ".join(lines)))
