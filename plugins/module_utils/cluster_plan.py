@@ -191,6 +191,40 @@ SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", 
                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
                "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/sbin", "/var", "/var/lib",
                "/var/log", "/var/tmp", "/etc/systemd", "/etc/systemd/system")
+# A model directory the collection creates and hands to the cluster user (and remove.yml deletes)
+# must be one of its own. Nothing inside these trees is: they belong to the OS, the kernel, root
+# or the package manager.
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/efi", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+                "/lost+found", "/proc", "/root", "/run", "/sbin", "/snap", "/sys", "/tmp", "/usr",
+                "/var/backups", "/var/cache", "/var/lib/apt", "/var/lib/dpkg", "/var/lib/systemd",
+                "/var/lock", "/var/log", "/var/mail", "/var/run", "/var/spool", "/var/tmp")
+# ... and a directory directly inside one of these is someone else's (a user's home, another
+# package's /opt/NAME or /var/lib/NAME, a mount point): the model needs a parent of its own.
+SHARED_PARENTS = ("/", "/home", "/media", "/mnt", "/opt", "/srv", "/var", "/var/lib", "/var/local",
+                  "/var/opt")
+
+
+def system_path_problem(path):
+    """Why `path` (absolute, normalized) cannot be a directory the collection owns, or None."""
+    if path in SYSTEM_DIRS or path in SHARED_PARENTS:
+        return "%r is a system directory" % (path,)
+    tree = next((t for t in SYSTEM_TREES if path == t or path.startswith(t + "/")), None)
+    if tree:
+        return "%r is inside %s, which belongs to the system" % (path, tree)
+    parent = posixpath.dirname(path)
+    if parent in SHARED_PARENTS:
+        return "%r sits directly in %s, where every directory belongs to someone else" % (path, parent)
+    return None
+
+
+def owned_dirs(path, data_dir):
+    """The directories to create for `path`, outermost first: inside the data directory every
+    missing level (the collection owns the whole tree), elsewhere `path` alone (its parent is the
+    operator's and must exist)."""
+    if not path.startswith(data_dir + "/"):
+        return [path]
+    parts = path[len(data_dir) + 1:].split("/")
+    return [data_dir + "/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 # PEM blocks (the shape only: openssl on the node reads the rest). Keys are never echoed.
@@ -645,9 +679,10 @@ def _check_model_path(chk, group, model):
                      "digits and ._+=@,-/ only" % (model,),
                      "write the model directory without '..', '.', '//', spaces or shell characters, "
                      "e.g. /var/lib/sglang/models/Llama-3.1-8B-Instruct")
-        elif model in SYSTEM_DIRS:
-            chk.fail(group, "sglang_model_path", "%r is a system directory" % (model,),
-                     "use a directory of its own, e.g. /var/lib/sglang/models/NAME")
+        elif system_path_problem(model):
+            chk.fail(group, "sglang_model_path", system_path_problem(model),
+                     "use a directory of its own, e.g. /var/lib/sglang/models/NAME or "
+                     "/srv/models/NAME (the collection creates and owns only the model directory)")
     elif not HF_ID.match(model) or ".." in model:
         chk.fail(group, "sglang_model_path", "%r is neither a Hugging Face id (org/name) nor an "
                  "absolute path" % (model,),
@@ -743,6 +778,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             # The SGLang API (rank 0) and the router on this node serve HTTPS with its certificate.
             "api_scheme": "https" if api_tls else "http",
             "ray_tls": bool(chk.hostvars.get(host, {}).get("_tls_ray_set")),
+            # Units that every service unit of this node requires and starts after: the
+            # firewall's, where it is enabled (no port opens before the table is loaded).
+            "requires_units": [FIREWALL_UNIT + ".service"]
+            if hostvars.get(host, {}).get("_firewall_enabled", True) else [],
         }
 
     families = {ipaddress.ip_address(n["cluster_ip"]).version for n in nodes.values() if n["cluster_ip"]}
@@ -803,6 +842,9 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             par or {}, hosts=ordered, nnodes=len(hosts), rank0=rank0, backend=backend,
             model_path=model, model_revision=chk.get(first, "sglang_model_revision") or "",
             http_port=group_ports["sglang_port"],
+            # What the model prefetch creates and hands to the cluster user (never a parent).
+            model_dirs=owned_dirs(model, dirs["sglang_data_dir"])
+            if isinstance(model, str) and model.startswith("/") else [],
             dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
             if nodes[rank0]["cluster_ip"] and dist_port else None,
             api_key_required=bool(chk.get(first, "sglang_api_key_required")),

@@ -9,18 +9,46 @@ fights the host's other rules and never locks out SSH.
 from __future__ import annotations
 
 import ipaddress
+import re
+
+_RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})\Z")
+
+
+def check_port(value, what):
+    """`value` as a TCP port (an int 1-65535, or such an int's digits), else ValueError naming `what`.
+
+    Every port reaches the ruleset through here or check_range: a value is printed into nft's
+    own language, so a crafted string (`1 } accept`) must never get that far.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("%s: %r is not a TCP port" % (what, value))
+    if isinstance(value, str) and not re.match(r"^[0-9]{1,5}\Z", value):
+        raise ValueError("%s: %r is not a TCP port" % (what, value))
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise ValueError("%s: %r is not a TCP port (1-65535)" % (what, value))
+    return port
+
+
+def check_range(value, what):
+    """`LO-HI` with 1 <= LO <= HI <= 65535, returned in that spelling; else ValueError."""
+    match = _RANGE.match(value) if isinstance(value, str) else None
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)) <= 65535:
+        raise ValueError("%s: %r is not a port range FIRST-LAST" % (what, value))
+    return "%d-%d" % (int(match.group(1)), int(match.group(2)))
 
 
 def _ports(plan, host):
     """(port set words, ranges) that only cluster members may open connections to."""
     node = plan["nodes"][host]
-    ports = node["ports"]
-    single = {v for k, v in ports.items()
-              if k not in ("ray_min_worker_port", "ray_max_worker_port", "sglang_port") and v}
-    ranges = ["%d-%d" % (ports["ray_min_worker_port"], ports["ray_max_worker_port"])]
+    ports = {k: check_port(v, "%s: %s" % (host, k)) for k, v in node["ports"].items() if v}
+    single = {v for k, v in ports.items() if k not in ("ray_min_worker_port", "ray_max_worker_port", "sglang_port")}
+    ranges = [check_range("%d-%d" % (ports["ray_min_worker_port"], ports["ray_max_worker_port"]),
+                          "%s: ray_min_worker_port-ray_max_worker_port" % host)]
     dist, span = ports.get("sglang_dist_init_port"), plan["groups"][node["group"]].get("dist_port_span") or 0
     if dist and span:
-        ranges.append("%d-%d" % (dist, dist + span))
+        ranges.append(check_range("%d-%d" % (dist, dist + check_port(span, "%s: sglang_dist_port_span" % host)),
+                                  "%s: sglang_dist_init_port + sglang_dist_port_span" % host))
     bounds = [tuple(map(int, r.split("-"))) for r in ranges]
     return sorted(p for p in single if not any(lo <= p <= hi for lo, hi in bounds)), ranges
 
@@ -28,8 +56,8 @@ def _ports(plan, host):
 def api_ports(plan, host):
     """Client-facing ports of `host`: its group's API, and the router's where it runs."""
     router = plan.get("router") or {}
-    return [plan["nodes"][host]["ports"]["sglang_port"]] + (
-        [router["port"]] if router.get("host") == host else [])
+    return [check_port(plan["nodes"][host]["ports"]["sglang_port"], "%s: sglang_port" % host)] + (
+        [check_port(router["port"], "%s: sglang_router_port" % host)] if router.get("host") == host else [])
 
 
 def _split(cidrs):
@@ -44,9 +72,16 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
     cluster4, cluster6 = _split(plan["cidrs"] or ["%s/%d" % (node["cluster_ip"], 32 if ":" not in node["cluster_ip"] else 128)])
     client4, client6 = _split(client_cidrs)
     single, ranges = _ports(plan, host)
+    if dynamic_ports:
+        dynamic_ports = check_range(dynamic_ports, "%s: firewall_dynamic_ports" % host)
+    ssh = sorted({check_port(p, "%s: firewall_ssh_ports / ansible_port" % host) for p in ssh_ports})
+    if not ssh:
+        raise ValueError("%s: no SSH port to keep open (firewall_ssh_ports)" % host)
     guarded = ", ".join([str(p) for p in single] + ranges + ([dynamic_ports] if dynamic_ports else []))
     api_words = ", ".join(str(p) for p in api_ports(plan, host))
     iface = node["cluster_interface"]
+    if not re.match(r"^[A-Za-z0-9_.-]{1,15}\Z", str(iface)):
+        raise ValueError("%s: cluster_interface %r is not an interface name" % (host, iface))
     lines = [
         "# Managed by sglang_ops.cluster (firewall role). Loaded by %s.service."
         % plan["layout"]["units"]["firewall"],
@@ -64,7 +99,7 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
         "\t\ttype filter hook input priority filter; policy accept;",
         '\t\tiif "lo" accept',
         "\t\tct state established,related accept",
-        "\t\ttcp dport { %s } accept comment \"ssh is never locked out\"" % ", ".join(str(p) for p in sorted(set(ssh_ports))),
+        "\t\ttcp dport { %s } accept comment \"ssh is never locked out\"" % ", ".join(str(p) for p in ssh),
     ]
     for family, name, nets in (("ip", "cluster_v4", cluster4), ("ip6", "cluster_v6", cluster6)):
         if nets:

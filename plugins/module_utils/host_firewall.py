@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import _ports, api_ports
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import _ports, api_ports, check_port, check_range
 
 BACKENDS = ("auto", "nftables", "firewalld", "ufw")
 ZONE = "sglang"
@@ -23,21 +23,44 @@ COMMENT = "sglang_ops"
 FIREWALLD_ZONES_DIR = "/etc/firewalld/zones"
 
 
-def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999"):
-    """{"cluster": {"sources": [...], "ports": [...]}, "clients": {...}} for `host`.
+def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999", ssh_ports=()):
+    """{"cluster": {"sources": [...], "ports": [...]}, "clients": {...}, "ssh": [...]} for `host`.
 
     Ports are "N" or "LO-HI" (tcp). Cluster members reach every cluster port and the API;
-    clients reach only the API.
+    clients reach only the API. `ssh` (firewall_ssh_ports and the Ansible port) is what a
+    firewalld zone bound by source must also accept: firewalld >= 1.0 no longer lets a packet
+    that matched our zone fall through to the interface's zone, where SSH usually is.
     """
     single, ranges = _ports(plan, host)
     api = api_ports(plan, host)
     cluster_ports = [str(p) for p in sorted(set(single) | set(api))] + ranges
     if dynamic_ports:
-        cluster_ports.append(dynamic_ports)
+        cluster_ports.append(check_range(dynamic_ports, "%s: firewall_dynamic_ports" % host))
     cidrs = plan["cidrs"] or ["%s/%d" % (plan["nodes"][host]["cluster_ip"],
                                          128 if ":" in plan["nodes"][host]["cluster_ip"] else 32)]
-    return {"cluster": {"sources": sorted(cidrs), "ports": cluster_ports},
-            "clients": {"sources": sorted(str(c) for c in client_cidrs), "ports": [str(p) for p in api]}}
+    return check_opening({
+        "cluster": {"sources": sorted(cidrs), "ports": cluster_ports},
+        "clients": {"sources": sorted(str(c) for c in client_cidrs), "ports": [str(p) for p in api]},
+        "ssh": [str(p) for p in sorted({check_port(p, "%s: firewall_ssh_ports / ansible_port" % host)
+                                         for p in ssh_ports})]})
+
+
+def check_opening(opening):
+    """The opening with every source a network and every port N or LO-HI, else ValueError:
+    these words become firewall-cmd and ufw arguments."""
+    out = {}
+    for kind in ("cluster", "clients"):
+        sources = []
+        for src in opening[kind]["sources"]:
+            try:
+                sources.append(str(ipaddress.ip_network(str(src), strict=False)))
+            except ValueError as exc:
+                raise ValueError("%s source %r is not a network" % (kind, src)) from exc
+        ports = [check_range(p, "%s port" % kind) if "-" in str(p) else str(check_port(p, "%s port" % kind))
+                 for p in opening[kind]["ports"]]
+        out[kind] = {"sources": sources, "ports": ports}
+    out["ssh"] = [str(check_port(p, "ssh port")) for p in opening.get("ssh", [])]
+    return out
 
 
 def choose_backend(setting, firewalld_active, ufw_active):
@@ -94,11 +117,19 @@ def firewalld_backups(want):
 
 
 def firewalld_want(opening):
-    want = {ZONE: {"sources": opening["cluster"]["sources"], "ports": firewalld_ports(opening["cluster"]["ports"])}}
+    """Our zones. Each also accepts SSH: a zone bound by source takes every packet from its
+    sources, so without SSH there a controller or bastion inside those networks is locked out."""
+    ssh = opening.get("ssh", [])
+    want = {ZONE: {"sources": opening["cluster"]["sources"],
+                   "ports": firewalld_ports(_unique(opening["cluster"]["ports"] + ssh))}}
     if opening["clients"]["sources"]:
         want[CLIENT_ZONE] = {"sources": opening["clients"]["sources"],
-                             "ports": firewalld_ports(opening["clients"]["ports"])}
+                             "ports": firewalld_ports(_unique(opening["clients"]["ports"] + ssh))}
     return want
+
+
+def _unique(ports):
+    return list(dict.fromkeys(ports))
 
 
 # --- ufw --------------------------------------------------------------------------------------

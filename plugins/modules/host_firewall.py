@@ -48,6 +48,15 @@ options:
     type: list
     elements: str
     default: []
+  ssh_ports:
+    description:
+      - SSH ports (the firewall role's C(firewall_ssh_ports) and the Ansible connection's port). With C(firewalld) both
+        zones accept them too, since a zone bound by source takes every packet from its sources (firewalld 1.0 and later
+        no longer let them fall through to the interface's zone); a controller or bastion inside the cluster or client
+        networks keeps SSH. C(ufw) rules only add, so nothing is added there.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -92,7 +101,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.host_firewall import (
-    firewalld_backups, firewalld_changes, firewalld_stale, firewalld_want, parse_ufw_added, ufw_changes, ufw_rules)
+    check_opening, firewalld_backups, firewalld_changes, firewalld_stale, firewalld_want, parse_ufw_added, ufw_changes, ufw_rules)
 
 
 def run(module, argv):
@@ -144,14 +153,19 @@ def main():
                            cluster_sources=dict(type="list", elements="str"),
                            cluster_ports=dict(type="list", elements="str"),
                            client_sources=dict(type="list", elements="str", default=[]),
-                           client_ports=dict(type="list", elements="str", default=[])),
+                           client_ports=dict(type="list", elements="str", default=[]),
+                           ssh_ports=dict(type="list", elements="str", default=[])),
         required_if=[("state", "present", ("cluster_sources", "cluster_ports"))],
         supports_check_mode=True)
     p = module.params
     opening = None
     if p["state"] == "present":
-        opening = {"cluster": {"sources": sorted(p["cluster_sources"]), "ports": p["cluster_ports"]},
-                   "clients": {"sources": sorted(p["client_sources"]), "ports": p["client_ports"]}}
+        try:
+            opening = check_opening({"cluster": {"sources": sorted(p["cluster_sources"]), "ports": p["cluster_ports"]},
+                                     "clients": {"sources": sorted(p["client_sources"]), "ports": p["client_ports"]},
+                                     "ssh": p["ssh_ports"]})
+        except ValueError as exc:
+            module.fail_json(msg="%s: %s" % (p["backend"], exc))
     commands, backups, diff = (firewalld if p["backend"] == "firewalld" else ufw)(module, opening)
     if not module.check_mode:
         for argv in commands:

@@ -487,6 +487,13 @@ def _firewall(res, host, v, hv):
                 if clash and res.ok(host, name):
                     fail(host, name, "port %d is an SSH port (firewall_ssh_ports)" % clash[0],
                          "move %s off the SSH ports" % name)
+    port = hv.get("ansible_port")
+    if port is not None and v.get("firewall_enabled", True):
+        try:
+            firewall.check_port(port, "ansible_port")
+        except ValueError:
+            fail(host, "ansible_port", "%r is not a TCP port, and the firewall keeps this port open for SSH" % (port,),
+                 "set ansible_port to the node's SSH port (1-65535), or remove it (22)")
     dyn = v.get("firewall_dynamic_ports")
     if dyn and res.ok(host, "firewall_dynamic_ports"):
         match = PORT_RANGE.match(dyn)

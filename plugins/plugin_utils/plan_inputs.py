@@ -16,7 +16,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
 
 # Read per host besides the collection's own variables.
-EXTRA_KEYS = ("ansible_host",)
+EXTRA_KEYS = ("ansible_host", "ansible_port")  # ansible_port: the firewall keeps it open for SSH
 
 
 def namespaces():
@@ -43,6 +43,8 @@ def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
         plain[host]["_admin_api_key_set"] = bool(raw[host].get("sglang_server_admin_api_key"))
         plain[host]["_tls_api_set"] = bool(raw[host].get("sglang_server_tls_cert") and raw[host].get("sglang_server_tls_key"))
         plain[host]["_tls_ray_set"] = bool(raw[host].get("ray_tls_cert") and raw[host].get("ray_tls_key"))
+        # The service units require the firewall's unit where the firewall role loads it.
+        plain[host]["_firewall_enabled"] = judged.values[host].get("firewall_enabled") is not False
     items = list(judged.problems)
     if len(heads) > 1:
         items.append((HEAD_GROUP, "groups", "the ray_head group has %d hosts (%s)"

@@ -9,6 +9,8 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
     PlanError,
     build_plan,
     format_hostport,
+    owned_dirs,
+    system_path_problem,
 )
 
 
@@ -273,3 +275,67 @@ def test_tls_refusals(kwargs, where, key, fragment):
         plan_of(tls_inventory(**kwargs))
     assert any(w == where and k == key and fragment in problem for w, k, problem, _fix in err.value.items), err.value.items
     assert "AAAA" not in str(err.value)
+# Model directories the collection creates and hands to the cluster user: never the system's,
+# never a directory directly in a shared parent (someone else's), never inside an OS tree.
+@pytest.mark.parametrize("path,problem", [
+    ("/var/lib/sglang/models/llama", None),
+    ("/srv/models/llama", None),
+    ("/opt/models/llama", None),
+    ("/data/llama", None),
+    ("/mnt/nfs/models/llama", None),
+    ("/llama", "directly in /,"),
+    ("/opt/x", "directly in /opt"),
+    ("/home/alice", "directly in /home"),
+    ("/var/lib/llama", "directly in /var/lib"),
+    ("/var/x", "directly in /var"),
+    ("/srv/x", "directly in /srv"),
+    ("/usr/share/models/x", "inside /usr"),
+    ("/usr/local/models/x", "inside /usr"),
+    ("/etc/sglang/model", "inside /etc"),
+    ("/boot/x/y", "inside /boot"),
+    ("/tmp/models/x", "inside /tmp"),
+    ("/root/models/x", "inside /root"),
+    ("/var/log/x/y", "inside /var/log"),
+    ("/run/x/y", "inside /run"),
+    ("/opt", "system directory"),
+    ("/home", "system directory"),
+    ("/", "system directory"),
+])
+def test_system_path_problem(path, problem):
+    found = system_path_problem(path)
+    assert (found is None) if problem is None else (found and problem in found), found
+
+
+@pytest.mark.parametrize("path,dirs", [
+    ("/var/lib/sglang/models/llama", ["/var/lib/sglang/models", "/var/lib/sglang/models/llama"]),
+    ("/var/lib/sglang/llama", ["/var/lib/sglang/llama"]),
+    ("/srv/models/llama", ["/srv/models/llama"]),
+    ("/var/lib/sglang-other/llama", ["/var/lib/sglang-other/llama"]),  # a prefix, not inside
+])
+def test_owned_dirs_never_reach_a_parent(path, dirs):
+    assert owned_dirs(path, "/var/lib/sglang") == dirs
+
+
+def with_model(path):
+    inv = inventory()
+    for hv in inv["hostvars"].values():
+        hv["sglang_model_path"] = path
+    return inv
+
+
+def test_model_dirs_and_firewall_units_in_the_plan():
+    plan = plan_of(with_model("/var/lib/sglang/models/llama"))
+    assert plan["groups"]["llama"]["model_dirs"] == ["/var/lib/sglang/models", "/var/lib/sglang/models/llama"]
+    assert plan["nodes"]["gpu0"]["requires_units"] == [plan["layout"]["units"]["firewall"] + ".service"]
+    assert plan_of(inventory())["groups"]["llama"]["model_dirs"] == []  # a Hugging Face id: nothing created
+    inv = inventory()
+    inv["hostvars"]["gpu1"]["_firewall_enabled"] = False
+    plan = plan_of(inv)
+    assert plan["nodes"]["gpu1"]["requires_units"] == [] and plan["nodes"]["gpu0"]["requires_units"]
+
+
+@pytest.mark.parametrize("path", ["/llama", "/opt/x", "/home/alice", "/usr/share/llama"])
+def test_model_path_in_a_system_place_is_refused(path):
+    with pytest.raises(PlanError) as err:
+        plan_of(with_model(path))
+    assert str(err.value).startswith("llama: sglang_model_path: ") and "Fix: " in str(err.value)

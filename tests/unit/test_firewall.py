@@ -1,5 +1,7 @@
 """The nftables ruleset: what it accepts, what it drops, and in which order."""
 
+import pytest
+
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import nft_ruleset
 
@@ -45,3 +47,39 @@ def test_router_port_is_a_client_port_on_the_router_host_only():
                               "local_url": "http://127.0.0.1:30080", "scheme": "http"}
     assert "tcp dport { 30000, 30080 } drop" in nft_ruleset(plan, "a", ["192.0.2.0/24"])
     assert "tcp dport { 30000 } drop" in nft_ruleset(plan, "b", ["192.0.2.0/24"])
+
+
+# Every value printed into nft's language is checked first: a crafted one must never become a rule.
+CRAFTED = [
+    ("dynamic_ports", "32768-60999 } accept comment \"x\"; tcp dport { 1"),
+    ("dynamic_ports", "60999-32768"),
+    ("dynamic_ports", "0-65535"),
+    ("dynamic_ports", "1024-70000"),
+    ("dynamic_ports", "32768-60999\n"),
+    ("ssh_ports", ["22 } accept"]),
+    ("ssh_ports", [0]),
+    ("ssh_ports", [True]),
+    ("ssh_ports", [70000]),
+    ("ssh_ports", ["22\n"]),
+    ("ssh_ports", []),
+]
+
+
+@pytest.mark.parametrize("option,value", CRAFTED, ids=[repr(v) for _, v in CRAFTED])
+def test_crafted_values_are_refused(option, value):
+    with pytest.raises(ValueError, match="ssh|dynamic"):
+        nft_ruleset(plan(), "a", **{option: value})
+
+
+@pytest.mark.parametrize("key,value", [("ray_gcs_port", "6379 } accept"), ("sglang_port", 0),
+                                       ("ray_min_worker_port", 70000)])
+def test_a_crafted_plan_port_is_refused(key, value):
+    p = plan()
+    p["nodes"]["a"]["ports"][key] = value
+    with pytest.raises(ValueError, match=key):
+        nft_ruleset(p, "a")
+
+
+def test_plain_values_pass():
+    text = nft_ruleset(plan(), "a", ssh_ports=["2222", 22, 22], dynamic_ports="40000-40010")
+    assert "tcp dport { 22, 2222 } accept" in text and "40000-40010 } drop" in text

@@ -94,3 +94,21 @@ def test_backups_of_zones_no_longer_wanted():
                                      "sglang-clients": "/etc/firewalld/zones/sglang-clients.xml.old"}
     assert list(firewalld_backups(firewalld_want(openings(PLAN, "a")))) == ["sglang-clients"]
     assert firewalld_backups(firewalld_want(openings(PLAN, "a", ["192.0.2.0/24"]))) == {}
+
+
+def test_firewalld_zones_keep_ssh_and_ufw_adds_none():
+    # A zone bound by source takes every packet from its sources (firewalld >= 1.0): without SSH
+    # in it, a controller inside the cluster network loses SSH at the reload.
+    o = openings(PLAN, "a", ["192.0.2.0/24"], ssh_ports=[22, 2222, 22])
+    assert o["ssh"] == ["22", "2222"]
+    want = firewalld_want(o)
+    assert {"22/tcp", "2222/tcp"} <= set(want["sglang"]["ports"]) and {"22/tcp", "2222/tcp"} <= set(want["sglang-clients"]["ports"])
+    assert len(want["sglang"]["ports"]) == len(set(want["sglang"]["ports"]))
+    assert not [r for r in ufw_rules(o) if r[1] in ("22", "2222")]
+
+
+@pytest.mark.parametrize("kwargs", [{"dynamic_ports": "1-2 x"}, {"ssh_ports": ["22/udp"]}, {"ssh_ports": [0]},
+                                    {"client_cidrs": ["192.0.2.0/24 --add-port=1-65535/tcp"]}])
+def test_openings_refuse_crafted_values(kwargs):
+    with pytest.raises(ValueError):
+        openings(PLAN, "a", **kwargs)

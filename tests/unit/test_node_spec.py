@@ -14,7 +14,7 @@ def plan_of(groups=None, fake=False, ip="10.0.0.%d", **extra):
         for _node in range(count):
             host = "n%d" % n
             hv[host] = dict(ansible_host=ip % (10 + n), cluster_interface="eth0", cluster_gpus_per_node=4,
-                            cluster_gpus_fake=fake, sglang_model_path="/m", **extra)
+                            cluster_gpus_fake=fake, sglang_model_path="/models/m", **extra)
             if len(groups) > 1:
                 hv[host].update(sglang_port=30000 + len(model_groups), sglang_dist_init_port=20000 + 200 * len(model_groups))
             model_groups[g].append(host)
