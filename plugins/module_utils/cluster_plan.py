@@ -643,6 +643,8 @@ def layout(settings, groups):
             "ray_token": config + "/ray-auth-token",
             "hf_token": config + "/hf-token",
             "firewall_rules": config + "/firewall.nft",
+            # nftables.service flushes the ruleset when it starts: this drop-in loads ours after.
+            "nftables_dropin": UNIT_DIR + "/nftables.service.d/" + FIREWALL_UNIT + ".conf",
             "launcher": libexec + "/sglang-launch.py",
             # Ray's TLS (RAY_USE_TLS): 0600 files of the cluster user, read by every Ray process.
             "ray_tls_cert": config + "/ray-tls-cert.pem",

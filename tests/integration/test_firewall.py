@@ -11,6 +11,7 @@ import yaml
 import lab
 
 from conftest import FIRST, H1, H2, HOSTS, INVENTORY, IP1, IP2, PREFIX, ROOT, on_host, playbook
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, FIREWALL_UNIT
 
 OUTSIDER = f"{PREFIX}-outsider"
 NODES = {H1: (f"{IP1}", f"{HOSTS[0]['ipv6']}"), H2: (f"{IP2}", f"{HOSTS[1]['ipv6']}")}
@@ -57,15 +58,17 @@ def outsider(lab_hosts):
 
 @pytest.fixture
 def narrow_inventory(tmp_path):
-    """The lab inventory with the cluster's CIDRs narrowed to the two nodes' own addresses."""
-    def make(**extra):
+    """The lab inventory with the cluster's CIDRs narrowed to the two nodes' own addresses (and,
+    with controller_inside, the controller's: the lab gateway, where Ansible connects from)."""
+    def make(controller_inside=False, **extra):
         inv = tmp_path / ("inventory-%d" % len(list(tmp_path.iterdir())))
         shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
         data = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
         # host vars: they outrank the lab's group_vars/all (inline `all: vars:` would not)
         hosts = data["all"]["children"]["sglang_nodes"]["children"]["lab_model"]["hosts"]
+        cidrs = [f"{IP1}/32", f"{IP2}/32"] + ([f"{lab.GATEWAY4}/32"] if controller_inside else [])
         for host in hosts.values():
-            host.update(cluster_cidrs=[f"{IP1}/32", f"{IP2}/32"], **extra)
+            host.update(cluster_cidrs=cidrs, **extra)
         (inv / "hosts.yml").write_text(yaml.safe_dump(data))
         return inv / "hosts.yml"
     return make
@@ -108,6 +111,42 @@ def test_rules_survive_a_reboot_and_an_nftables_reload(deployed, outsider, narro
     assert playbook("playbooks/deploy.yml").rc == 0
 
 
+def fresh_ssh(ip):
+    """A new SSH login from the controller (no multiplexed connection to hide a refusal)."""
+    return subprocess.run(["ssh", "-i", "/var/cache/sglang-lab/id_ed25519", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
+                           "-o", "ControlPath=none", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+                           f"root@{ip}", "echo ssh-ok"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=30).stdout.strip()
+
+
+def test_nftables_start_and_reload_keep_the_table_and_a_failed_load_keeps_ray_down(deployed):
+    # The lab runs the default layout: the plan's names.
+    firewall, ray = FIREWALL_UNIT + ".service", DEFAULTS["ray_unit_name"] + ".service"
+    # nftables' start and reload flush the whole ruleset; ours is loaded again right after each.
+    for action in ("start", "reload"):
+        on_host(H2, "systemctl %s nftables" % action)
+        assert "table inet sglang_ops" in on_host(H2, "nft list tables"), action
+        assert on_host(H2, "systemctl is-active %s" % firewall).strip() == "active"
+    # Ray requires the firewall unit and starts after it.
+    deps = on_host(H2, "systemctl show -p Requires -p After %s" % ray)
+    assert firewall in deps.split("Requires=", 1)[1].splitlines()[0] and firewall in deps.split("After=", 1)[1]
+    # Stopping nftables (a flush) stops the firewall unit, and Ray with it: no Ray without the table.
+    on_host(H2, "systemctl stop nftables")
+    assert on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split() == ["inactive", "inactive"]
+    # A ruleset that fails to load keeps Ray stopped (a boot with a broken table stays closed).
+    rules = DEFAULTS["cluster_config_dir"] + "/firewall.nft"
+    try:
+        on_host(H2, "mv %s %s.saved && echo 'table inet sglang_ops { garbage' > %s" % (rules, rules, rules))
+        on_host(H2, "systemctl start %s || true" % ray)
+        assert on_host(H2, "systemctl is-active %s || true" % firewall).strip() == "failed"
+        assert on_host(H2, "systemctl is-active %s || true" % ray).strip() == "inactive"
+        assert "table inet sglang_ops" not in on_host(H2, "nft list tables")
+    finally:
+        on_host(H2, "mv -f %s.saved %s; systemctl reset-failed %s; systemctl start %s" % (rules, rules, firewall, ray))
+    assert on_host(H2, "systemctl is-active %s %s" % (firewall, ray)).split() == ["active", "active"]
+
+
 def reachable(src, ip, port):
     return on_host(src, "nc -z -w 2 %s %d && echo open || echo closed" % (ip, port)).strip() == "open"
 
@@ -124,7 +163,9 @@ HOST_FIREWALLS = {
 @pytest.mark.parametrize("tool", sorted(HOST_FIREWALLS))
 def test_host_firewall_is_opened_for_the_cluster_only(deployed, outsider, narrow_inventory, tool):
     start, stop = HOST_FIREWALLS[tool]
-    inv = narrow_inventory()  # the outsider's address is outside the cluster only with these CIDRs
+    # The outsider's address is outside the cluster only with these CIDRs; the controller (the lab
+    # gateway) is inside, as a controller or bastion in the cluster network is.
+    inv = narrow_inventory(controller_inside=True)
     try:
         for host in (H1, H2):
             on_host(host, start)
@@ -136,6 +177,9 @@ def test_host_firewall_is_opened_for_the_cluster_only(deployed, outsider, narrow
         mesh = playbook("playbooks/preflight.yml", inv, "--tags", "preflight_mesh")
         assert mesh.rc == 0 and "Port mesh: 32 probes between 2 nodes, all open" in mesh.out
         assert scan() == []  # and still nothing for an outsider
+        # A new SSH login from inside the cluster's networks still gets in (firewalld >= 1.0: the
+        # zone bound by source takes every packet from there, so it must accept SSH itself).
+        assert [fresh_ssh(ip) for ip in (IP1, IP2)] == ["ssh-ok", "ssh-ok"]
         again = playbook("playbooks/firewall.yml", inv)
         assert {h: r["changed"] for h, r in again.recap.items()} == {H1: 0, H2: 0}
         assert "table inet sglang_ops" in on_host(H1, "nft list tables")  # the second layer stays
