@@ -26,8 +26,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENV_BAD_VALUE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Settings that take one name or path as written (User=, WorkingDirectory=, After=...): no
 # quoting applies there, so anything that would need it is refused, as are the prefixes some of
-# them read (`-` ignore-missing, `+`/`!`/`@`/`:` on Exec*=, `~` home).
-_WORD = re.compile(r"^[^\x00-\x20\x7f\"'\\;\-+!@:~][^\x00-\x20\x7f\"'\\;]*\Z")
+# them read (`-` ignore-missing, `+`/`!`/`@` on Exec*=, `~` home). A leading `:` stays allowed
+# (an IPv6 address such as ::1 in IPAddressAllow=); Exec*= lines use systemd_cmdline.
+_WORD = re.compile(r"^[^\x00-\x20\x7f\"'\\;\-+!@~][^\x00-\x20\x7f\"'\\;]*\Z")
 
 
 def _refuse(kind, value, why):
@@ -75,11 +76,11 @@ def systemd_environment(env):
 
 def systemd_word(value):
     """One name or path for a setting that takes it as written (User=, WorkingDirectory=,
-    ReadWritePaths=, EnvironmentFile=, RuntimeDirectory=, After=): `%` doubled, anything that
+    ReadWritePaths=, EnvironmentFile=, RuntimeDirectory=, After=, IPAddressAllow=): `%` doubled, anything that
     would need quoting refused."""
     value = str(value)
     if not _WORD.match(value):
-        _refuse("name or path", value, "no spaces, quotes, backslashes, ';', control characters or leading -+!@:~")
+        _refuse("name or path", value, "no spaces, quotes, backslashes, ';', control characters or leading -+!@~")
     return value.replace("%", "%%")
 
 
