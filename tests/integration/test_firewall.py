@@ -126,24 +126,31 @@ def test_nftables_start_and_reload_keep_the_table_and_a_failed_load_keeps_ray_do
     # nftables' start and reload flush the whole ruleset; ours is loaded again right after each.
     for action in ("start", "reload"):
         on_host(H2, "systemctl %s nftables" % action)
+        # `systemctl reload` waits for nftables' own job only; ours runs right after it.
+        state = on_host(H2, "for i in $(seq 60); do s=$(systemctl is-active %s); [ \"$s\" = reloading ] || break; "
+                        "sleep 0.5; done; echo $s" % firewall).strip()
+        assert state == "active", (action, state)
         assert "table inet sglang_ops" in on_host(H2, "nft list tables"), action
-        assert on_host(H2, "systemctl is-active %s" % firewall).strip() == "active"
     # Ray requires the firewall unit and starts after it.
     deps = on_host(H2, "systemctl show -p Requires -p After %s" % ray)
     assert firewall in deps.split("Requires=", 1)[1].splitlines()[0] and firewall in deps.split("After=", 1)[1]
     # Stopping nftables (a flush) stops the firewall unit, and Ray with it: no Ray without the table.
-    on_host(H2, "systemctl stop nftables")
-    assert on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split() == ["inactive", "inactive"]
-    # A ruleset that fails to load keeps Ray stopped (a boot with a broken table stays closed).
+    # (`ray start --block` exits 1 on SIGTERM, so a stopped Ray unit reads "failed": not running either way.)
+    down = ("inactive", "failed")
     rules = DEFAULTS["cluster_config_dir"] + "/firewall.nft"
-    try:
-        on_host(H2, "mv %s %s.saved && echo 'table inet sglang_ops { garbage' > %s" % (rules, rules, rules))
+    try:  # whatever fails, the firewall unit and Ray run again afterwards (the tests that follow need them)
+        on_host(H2, "systemctl stop nftables")
+        states = on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split()
+        assert states[0] == "inactive" and states[1] in down, states
+        # A ruleset that fails to load keeps Ray stopped (a boot with a broken table stays closed).
+        on_host(H2, "cp -p %s %s.saved && echo 'table inet sglang_ops { garbage' > %s" % (rules, rules, rules))
         on_host(H2, "systemctl start %s || true" % ray)
         assert on_host(H2, "systemctl is-active %s || true" % firewall).strip() == "failed"
-        assert on_host(H2, "systemctl is-active %s || true" % ray).strip() == "inactive"
+        assert on_host(H2, "systemctl is-active %s || true" % ray).strip() in down
         assert "table inet sglang_ops" not in on_host(H2, "nft list tables")
     finally:
-        on_host(H2, "mv -f %s.saved %s; systemctl reset-failed %s; systemctl start %s" % (rules, rules, firewall, ray))
+        on_host(H2, "[ ! -e %s.saved ] || mv -f %s.saved %s; systemctl reset-failed %s %s; systemctl start %s"
+                % (rules, rules, rules, firewall, ray, ray))
     assert on_host(H2, "systemctl is-active %s %s" % (firewall, ray)).split() == ["active", "active"]
 
 
