@@ -83,7 +83,7 @@ def test_units_and_router_argv(plan):
 
 
 @pytest.mark.skipif(not SGLANG_PYTHON, reason="not run: SGLANG_VALIDATE_PYTHON names no python with SGLang "
-                    "(the lab hosts' venv has it; tests/integration/test_pd.py validates there)")
+                    "(a lab host's venv has it; deploy.yml validates every rank it renders there)")
 def test_sglang_accepts_every_rank(plan, tmp_path):
     model = tmp_path / "tiny-moe"
     model.mkdir()
