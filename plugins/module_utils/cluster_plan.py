@@ -51,6 +51,10 @@ DEFAULTS = {
     "sglang_extra_args": [],
     # The model's Hugging Face revision: a commit pins what the nodes (or SGLang) download.
     "sglang_model_revision": "",
+    # SGLang's --watchdog-timeout (a forward batch longer than this crashes the server, so the
+    # fence sees a failed unit) and --dist-timeout (torch.distributed init); null: SGLang's own.
+    "sglang_watchdog_timeout": None,
+    "sglang_dist_timeout": None,
     "sglang_router": False,
     "sglang_router_port": 30080,
     "sglang_router_host": None,
@@ -109,6 +113,7 @@ OPTION_TYPES = {
     "sglang_dist_port_span": ("int", None), "sglang_api_key_required": ("bool", None),
     "sglang_extra_args": ("list", "str"), "sglang_model_revision": ("str", None),
     "sglang_router": ("bool", None),
+    "sglang_watchdog_timeout": ("int", None), "sglang_dist_timeout": ("int", None),
     "sglang_router_port": ("int", None), "sglang_router_host": ("str", None),
     "cluster_http_proxy": ("str", None), "cluster_https_proxy": ("str", None),
     "cluster_no_proxy": ("list", "str"), "cluster_extra_vars_allowed": ("list", "str"),
@@ -143,6 +148,7 @@ GROUP_KEYS = (
     "sglang_model_path", "sglang_tp", "sglang_pp", "sglang_dp", "sglang_enable_dp_attention",
     "sglang_backend", "sglang_port", "sglang_dist_init_port", "sglang_dist_port_span",
     "sglang_api_key_required", "sglang_extra_args", "sglang_model_revision",
+    "sglang_watchdog_timeout", "sglang_dist_timeout",
     "sglang_pd_role", "sglang_pd_bootstrap_port", "sglang_ep", "sglang_moe_a2a_backend",
     "sglang_enable_eplb", "sglang_ep_num_redundant_experts",
 )
@@ -164,6 +170,7 @@ CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
     "--pp-size", "--dp", "--dp-size", "--nnodes", "--node-rank", "--dist-init-addr",
+    "--watchdog-timeout", "--dist-timeout",
     "--nccl-init-addr", "--host", "--port", "--api-key", "--use-ray", "--enable-dp-attention",
     "--attn-dp-size", "--disaggregation-mode", "--disaggregation-transfer-backend",
     "--disaggregation-bootstrap-port", "--disaggregation-ib-device", "--ep-size", "--ep",
@@ -820,6 +827,14 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             chk.fail(group, "sglang_server_api_key", "required (sglang_api_key_required) but not set",
                      "put sglang_server_api_key in a vault-encrypted group_vars file")
         extra_args = _check_extra_args(chk, group, first)
+        timeouts = {}
+        for key in ("sglang_watchdog_timeout", "sglang_dist_timeout"):
+            value = chk.get(first, key)
+            if value is not None and (not _is_int(value) or value < 1):
+                chk.fail(group, key, "%r is not a number of seconds" % (value,),
+                         "set %s to a whole number of seconds >= 1, or null for SGLang's default" % key)
+                value = None
+            timeouts[key[len("sglang_"):]] = value
         group_ports = {"sglang_port": chk.port(first, "sglang_port"),
                        "sglang_dist_init_port": chk.port(first, "sglang_dist_init_port")}
         bootstrap = pd_plan.bootstrap_port(chk, first, pd_group["pd_role"] or "none")
@@ -850,7 +865,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             dist_init_addr=format_hostport(nodes[rank0]["cluster_ip"], dist_port)
             if nodes[rank0]["cluster_ip"] and dist_port else None,
             api_key_required=bool(chk.get(first, "sglang_api_key_required")),
-            dist_port_span=span, extra_args=extra_args,
+            dist_port_span=span, extra_args=extra_args, **timeouts,
             # The group's fence (fate-sharing) listens on the last port of the dist-init span,
             # which the firewall already opens to cluster members only.
             fence_port=dist_port + span if dist_port and span else None,

@@ -13,7 +13,10 @@ silent: it orders every agent to stop its rank, waits until none is running, the
 start of all ranks together, at most `max_restarts` times per `window` seconds. An agent that
 has not heard its coordinator for `grace` seconds while its rank runs stops its rank (rank 0's
 node is gone or its fence hangs, so the rank would hang). An operator's `systemctl stop` leaves
-units inactive, not failed, and the fence disarms.
+units inactive, not failed, and the fence disarms. A rank stuck in a collective keeps every unit
+active: with --health-url the coordinator probes rank 0's /health_generate every
+--health-interval seconds, and once it answered after the group was armed, --health-failures
+failed probes in a row fence the group like a failed rank.
 
 Every peer is hostile until it proves the group's secret (a 0600 root file, whose path, never its
 content, is in argv): the coordinator accepts connections only from the planned
@@ -41,6 +44,7 @@ same file runs on the nodes:  python3 fence.py --group G --rank R --nnodes N --u
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import hmac
 import ipaddress
@@ -54,6 +58,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 
 RUNNING = ("active", "activating", "deactivating", "reloading")
 # systemd's ActiveState values, and "unknown" when systemctl answers nothing: a report carries one.
@@ -217,8 +222,13 @@ def address(text):
 class Coordinator:
     """The group's state machine. Feed it reports; it answers with commands for all ranks."""
 
-    def __init__(self, nnodes, max_restarts=3, window=600.0, silent_after=10.0, stop_timeout=180.0):
+    def __init__(self, nnodes, max_restarts=3, window=600.0, silent_after=10.0, stop_timeout=180.0,
+                 health_failures=0):
         self.nnodes = nnodes
+        # Rank 0's /health_generate: after `health_failures` failed probes in a row (0: not
+        # probed), counted once it answered since the group was armed, the group has hung.
+        self.health_failures = health_failures
+        self.health = {"ok_since_armed": False, "failed": 0}
         self.max_restarts = max_restarts
         self.window = window
         self.silent_after = silent_after
@@ -237,6 +247,23 @@ class Coordinator:
             raise ValueError("state %r is not a unit state" % (state,))
         self.reports[rank] = (state, now)
 
+    def probe(self, ok):
+        """One probe of rank 0's /health_generate. A rank stuck in a collective keeps every unit
+        active, so only this tells a hung group from a serving one."""
+        if self.phase != "armed":
+            return None
+        if ok:
+            first = not self.health["ok_since_armed"]
+            self.health.update(ok_since_armed=True, failed=0)
+            return "rank 0's /health_generate answers: watching for hangs" if first else None
+        if self.health["ok_since_armed"]:  # not while the model still loads
+            self.health["failed"] += 1
+        return None
+
+    def _arm(self, now):
+        self.phase, self.phase_since = "armed", now
+        self.health.update(ok_since_armed=False, failed=0)
+
     def _states(self, now):
         return {r: (s if now - t <= self.silent_after else "silent")
                 for r, (s, t) in self.reports.items()}
@@ -247,15 +274,18 @@ class Coordinator:
         all_seen = len(states) == self.nnodes
         if self.phase in ("idle", "gave-up"):
             if all_seen and all(s == "active" for s in states.values()):
-                self.phase, self.phase_since = "armed", now
+                self._arm(now)
                 return None, "armed: all %d ranks active" % self.nnodes
             return None, None
         if self.phase == "armed":
             bad = sorted(r for r, s in states.items() if s in ("failed", "silent"))
             missing = sorted(set(range(self.nnodes)) - set(states))
-            if bad or missing:
+            hung = bool(self.health_failures) and self.health["failed"] >= self.health_failures
+            if bad or missing or hung:
                 what = ", ".join(["rank %d %s" % (r, states[r]) for r in bad]
-                                 + ["rank %d silent" % r for r in missing])
+                                 + ["rank %d silent" % r for r in missing]
+                                 + (["rank 0's /health_generate failed %d times in a row (hung)"
+                                     % self.health["failed"]] if hung else []))
                 self.reason = what
                 self.phase, self.phase_since = "stopping", now
                 return "stop", "fence: %s; stopping every rank of the group" % what
@@ -278,7 +308,7 @@ class Coordinator:
                 len(self.restarts), self.max_restarts, self.window)
         if self.phase == "starting":
             if all_seen and all(s == "active" for s in states.values()):
-                self.phase, self.phase_since = "armed", now
+                self._arm(now)
                 return None, "armed: all %d ranks active again" % self.nnodes
             if any(s == "failed" for s in states.values()) or now - self.phase_since > self.stop_timeout:
                 self.reason = "start failed: %s" % states
@@ -303,7 +333,7 @@ class Server:
     """The coordinator's listener: one selectors loop for every connection, a tick a second."""
 
     def __init__(self, coord, key, group, members, listen, log, state_file=None, clock=time.monotonic,
-                 grace=20.0):
+                 grace=20.0, health_url=None, health_interval=5.0):
         self.coord, self.key, self.group = coord, key, group
         self.members = {rank: address(ip) for rank, ip in members.items()}
         self.log, self.state_file, self.clock, self.grace = log, state_file, clock, grace
@@ -319,8 +349,26 @@ class Server:
         self.sel.register(self.srv, selectors.EVENT_READ)
         self.last_phase = None
         self.stopped = threading.Event()
+        self.health_url, self.health_interval = health_url, health_interval
+        self.probes = collections.deque(maxlen=16)  # (ok, detail) from the probe thread
+
+    def probe_health(self):
+        """Rank 0's /health_generate every interval (its own thread: a hung server answers
+        nothing, and the event loop must not wait for it). No proxy: it is this node's loopback."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        started = time.monotonic()
+        # One probe starts every interval; a hung server uses up the interval as its timeout.
+        while not self.stopped.wait(max(0.0, started + self.health_interval - time.monotonic())):
+            started = time.monotonic()
+            try:
+                with opener.open(self.health_url, timeout=self.health_interval) as answer:
+                    self.probes.append((answer.status == 200, "HTTP %d" % answer.status))
+            except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, bad answers
+                self.probes.append((False, str(err)))
 
     def serve(self):
+        if self.health_url and self.coord.health_failures:
+            threading.Thread(target=fatal(self.probe_health, self.log), daemon=True).start()
         next_tick = self.clock()
         while not self.stopped.is_set():
             for key, _events in self.sel.select(timeout=max(0.0, min(next_tick - self.clock(), 0.5))):
@@ -437,6 +485,13 @@ class Server:
                 self._drop(peer, "no valid report within %.0f s of connecting" % LIMITS["handshake"])
             elif peer.proven and now - peer.heard > self.coord.silent_after:
                 self._drop(peer, "silent for %.0f s" % (now - peer.heard))
+        while self.probes:
+            ok, detail = self.probes.popleft()
+            if not ok and self.coord.phase == "armed" and self.coord.health["ok_since_armed"]:
+                self.refused("health", "rank 0's %s: %s" % (self.health_url, detail))
+            line = self.coord.probe(ok)
+            if line:
+                self.log(line)
         command, line = self.coord.decide(now)
         if line:
             self.log(line)
@@ -609,6 +664,9 @@ def main(argv=None):
     p.add_argument("--window", type=float, default=600)
     p.add_argument("--grace", type=float, default=20)
     p.add_argument("--state", help="file for the coordinator's phase (JSON)")
+    p.add_argument("--health-url", help="rank 0's /health_generate, probed by the coordinator")
+    p.add_argument("--health-interval", type=float, default=5)
+    p.add_argument("--health-failures", type=int, default=0, help="failed probes in a row that mean a hang (0: off)")
     a = p.parse_args(argv)
     members = members_arg(a.member, a.nnodes)
     key = read_key(a.key_file)
@@ -619,9 +677,10 @@ def main(argv=None):
         print("%s rank %d: %s" % (a.group, a.rank, line), flush=True)  # pylint: disable=ansible-bad-function
 
     if a.rank == 0:
-        coord = Coordinator(a.nnodes, a.max_restarts, a.window)
+        coord = Coordinator(a.nnodes, a.max_restarts, a.window,
+                            health_failures=a.health_failures if a.health_url else 0)
         server = Server(coord, key, a.group, members, split_hostport(a.listen or a.coordinator), log,
-                        a.state, grace=a.grace)
+                        a.state, grace=a.grace, health_url=a.health_url, health_interval=a.health_interval)
         threading.Thread(target=fatal(server.serve, log), daemon=True).start()
     agent = Agent(a.unit, a.rank, a.group, key, a.coordinator, members[a.rank], a.grace, log)
     fatal(agent.run, log)()

@@ -83,10 +83,13 @@ def node_spec(plan, host, settings=None):
         spec["fenced"] = spec["fenced"] and spec["server"] is not None
         spec["fence_argv"] = (server.fence_argv(plan, group_name, host,
                                                 settings.get("fence_max_restarts", 3),
-                                                settings.get("fence_window", 600))
+                                                settings.get("fence_window", 600),
+                                                health=settings.get("fence_health"))
                               if spec["fenced"] else [])
-        # The fence unit: only the members' addresses (IPAddressAllow=); the group's key file.
-        spec["fence_unit_spec"] = ({"members": server.fence_members(plan, group_name),
+        # The fence unit: only the members' addresses (IPAddressAllow=), and loopback where rank
+        # 0's fence probes its server; the group's key file.
+        probes = spec["rank0"] and bool((settings.get("fence_health") or {}).get("failures"))
+        spec["fence_unit_spec"] = ({"members": server.fence_members(plan, group_name) + (["localhost"] if probes else []),
                                     "key_file": plan["layout"]["files"]["fence_secrets"][group_name]}
                                    if spec["fenced"] else None)
         opts = dict(settings["server"], **(settings.get("router") or {}))

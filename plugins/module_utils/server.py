@@ -180,6 +180,9 @@ def group_units(plan, group_name, opts):
         # A hub id SGLang downloads itself: at the pinned revision, not whatever `main` is today.
         base += ["--revision", group["model_revision"]]
     common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
+    for key, flag in (("watchdog_timeout", "--watchdog-timeout"), ("dist_timeout", "--dist-timeout")):
+        if group.get(key) is not None:
+            common_tail += [flag, str(group[key])]
     extra = list(group.get("extra_args") or [])
     units = {}
     if group["backend"] == "ray":
@@ -254,10 +257,11 @@ def fence_members(plan, group_name):
     return [plan["nodes"][h]["cluster_ip"] for h in sorted(group["hosts"], key=lambda h: plan["nodes"][h]["node_rank"])]
 
 
-def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3"):
+def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3", health=None):
     """The fence unit's command line on `host` (rank 0's also listens as the coordinator).
 
-    The group's key is not in it, only the path of its 0600 root file.
+    The group's key is not in it, only the path of its 0600 root file. health: {interval,
+    failures} of rank 0's /health_generate probe (failures 0: no probe).
     """
     group = plan["groups"][group_name]
     node = plan["nodes"][host]
@@ -272,6 +276,9 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
     if node["node_rank"] == 0:
         # /run/<fence unit>: the unit's RuntimeDirectory.
         argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(plan, group_name)]
+        if health and health.get("failures"):
+            argv += ["--health-url", group["local_url"] + "/health_generate",
+                     "--health-interval", str(health["interval"]), "--health-failures", str(health["failures"])]
     return argv
 
 

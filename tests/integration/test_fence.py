@@ -1,7 +1,8 @@
 """The fence on the lab against peers without the group's secret: a host of the cluster network
 that is not a member (the controller, inside cluster_cidrs, so the firewall lets it through) and
 a member that does not hold the secret. Neither can stop the armed group. The secret itself is a
-0600 root file, the same on every rank, in no command line, journal or playbook output."""
+0600 root file, the same on every rank, in no command line, journal or playbook output. And a
+rank 0 that hangs (frozen, its unit still active) is detected by the fence's health probe."""
 
 import hashlib
 import hmac
@@ -10,7 +11,9 @@ import re
 import secrets
 import shlex
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 from conftest import H1, H2, IP1, IP2, on_host
 import lab  # noqa: E402  (the project's lab tool, on the path conftest set)
@@ -122,8 +125,49 @@ def test_the_secret_is_private_and_the_unit_hardened(deployed):
                                 "journalctl -u %s -o cat --no-pager" % (FENCE, pid, FENCE))
         assert secret not in visible
         unit = on_host(host, "cat /etc/systemd/system/%s.service" % FENCE)
-        assert "IPAddressAllow=%s %s\nIPAddressDeny=any\n" % (IP1, IP2) in unit
+        # Rank 0's fence also probes its server's /health_generate on loopback.
+        loopback = " localhost" if host == H1 else ""
+        assert "IPAddressAllow=%s %s%s\nIPAddressDeny=any\n" % (IP1, IP2, loopback) in unit
         exposure = on_host(host, "systemd-analyze security %s | tail -1" % FENCE)
         print(host, exposure)
         assert re.search(r"exposure level for \S+: \d+\.\d (SAFE|OK)", exposure), exposure
     assert secret not in deployed.out
+
+
+def test_a_frozen_rank0_is_detected_and_the_group_restarted(deployed):
+    """A hang, not a crash: every unit stays active while rank 0 no longer answers. Rank 0's unit
+    runs the test double of SGLang's HTTP side (tests/integration/sglang_worker_double.py), rank
+    1 a stand-in process; SIGSTOP freezes the double, and the fence's probes of /health_generate
+    (every 10 s, 3 failures in a row: the role's defaults) must restart the group."""
+    double = "/run/sglang-worker-double.py"  # tmpfs: nothing of it outlives the host's run
+    port = re.search(r"--port (\d+)", on_host(H1, "cat /etc/systemd/system/%s.service" % UNIT))[1]
+    subprocess.run(["podman", "cp", str(Path(__file__).with_name("sglang_worker_double.py")), "%s:%s" % (H1, double)],
+                   check=True)
+    on_host(H1, "chmod 0644 %s" % double)
+    since = int(on_host(H1, "date +%s"))
+    on_host(H1, "systemctl restart %s" % FENCE)  # a fresh coordinator: no restart counted yet
+    for host, command in ((H1, "/usr/bin/python3 %s %s" % (double, port)), (H2, "/bin/sleep infinity")):
+        on_host(host, "mkdir -p %s.d && printf '[Unit]\\nConditionPathExistsGlob=\\nConditionPathExists=\\n"
+                "[Service]\\nExecStart=\\nExecStart=%s\\n' > %s && systemctl daemon-reload && systemctl start %s"
+                % (DROPIN.rsplit(".d/", 1)[0], command, DROPIN, UNIT))
+    try:
+        wait_for(lambda: "armed: all 2 ranks active" in fence_log(since))
+        unit_log = "journalctl -u %s --since @%d -o cat --no-pager" % (UNIT, since)
+        # A hang counts only after rank 0 answered since the group was armed (not while loading).
+        wait_for(lambda: "rank 0's /health_generate answers: watching for hangs" in fence_log(since), timeout=30)
+        assert "test double: GET /health_generate -> 200" in on_host(H1, unit_log)
+        pids = main_pids()
+        on_host(H1, "systemctl kill -s STOP %s" % UNIT)
+        t0 = time.monotonic()
+        took = wait_for(lambda: "failed 3 times in a row (hung)" in fence_log(since), timeout=60)
+        wait_for(lambda: "restart 1 of at most 3" in fence_log(since), timeout=60)
+        wait_for(lambda: all(on_host(h, "systemctl is-active %s || true" % UNIT).strip() == "active" for h in (H1, H2)))
+        new = main_pids()
+        print("hang detected after %.1f s, group running again after %.1f s" % (took, time.monotonic() - t0))
+        assert new[0] != pids[0] and new[1] != pids[1]  # both ranks restarted, together
+        assert 20 <= took <= 45, took  # 3 probes of at most 10 s each, after the last answer
+    finally:
+        for host in (H1, H2):
+            on_host(host, "rm -rf %s && systemctl daemon-reload && systemctl stop %s; systemctl reset-failed %s || true"
+                    % (DROPIN.rsplit("/", 1)[0], UNIT, UNIT))
+        on_host(H1, "rm -f %s" % double)

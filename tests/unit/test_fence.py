@@ -112,3 +112,32 @@ def test_reports_outside_the_group_or_its_states_are_refused(rank, state):
     with pytest.raises(ValueError):
         coord.report(rank, state, 0)
     assert coord.reports == {}
+
+
+def probes(coord, *results):
+    for ok in results:
+        coord.probe(ok)
+
+
+def test_a_hung_group_is_fenced_after_n_failed_probes_in_a_row():
+    """Every unit active, rank 0 no longer answers /health_generate: a rank hangs in a collective."""
+    coord = armed(health_failures=3)
+    probes(coord, False, False, False, False)  # the model still loads: not a hang
+    assert step(coord, 1, r0="active", r1="active") == (None, None)
+    assert coord.probe(True) == "rank 0's /health_generate answers: watching for hangs"
+    assert coord.probe(True) is None
+    probes(coord, False, False, True, False, False)  # an answer starts the count over
+    assert step(coord, 2, r0="active", r1="active") == (None, None)
+    probes(coord, False)
+    command, line = step(coord, 3, r0="active", r1="active")
+    assert command == "stop" and "rank 0's /health_generate failed 3 times in a row (hung)" in line
+    assert step(coord, 4, r0="inactive", r1="inactive")[0] == "start"
+    probes(coord, False, False, False)  # while starting: ignored
+    step(coord, 5, r0="active", r1="active")
+    assert coord.phase == "armed" and coord.health == {"ok_since_armed": False, "failed": 0}
+
+
+def test_without_probes_health_never_fences():
+    coord = armed()
+    probes(coord, True, *[False] * 10)
+    assert step(coord, 1, r0="active", r1="active") == (None, None) and coord.phase == "armed"

@@ -30,17 +30,20 @@ STRANGER = "127.0.0.3"
 FENCE_PY = Path(fence.__file__)
 
 
-def wait(predicate, timeout=5.0):
+def wait(predicate, timeout=5.0, explain=lambda: ""):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if predicate():
             return time.monotonic() - t0
         time.sleep(0.02)
-    raise AssertionError("timed out")
+    raise AssertionError("timed out %s" % (explain(),))
 
 
 class Unit:
     """A rank's server unit as the agent sees it: a state, and the commands it was given."""
+
+    def __repr__(self):
+        return "Unit(%s, %s)" % (self.state, orders(self))
 
     def __init__(self, state="active"):
         self.state, self.commands = state, []
@@ -51,6 +54,15 @@ class Unit:
     def act(self, _unit, command, _log):
         self.commands.append((command, time.monotonic()))
         self.state = "inactive" if command == "stop" else "active"
+
+
+def orders(unit):
+    """The commands a unit was given, repeats collapsed (a stop is repeated until all stopped)."""
+    out = []
+    for command, _t in unit.commands:
+        if not out or out[-1] != command:
+            out.append(command)
+    return out
 
 
 def run_thread(target):
@@ -157,8 +169,8 @@ class Peer:
 def test_a_group_with_the_key_fences_and_restarts_together(group):
     """The protocol does its job: rank 1 fails, both ranks are stopped, then started."""
     group.units[1].state = "failed"
-    wait(lambda: [c for c, _t in group.units[0].commands] == ["stop", "start"])
-    wait(lambda: [c for c, _t in group.units[1].commands] == ["stop", "start"])
+    wait(lambda: orders(group.units[0]) == ["stop", "start"])
+    wait(lambda: orders(group.units[1]) == ["stop", "start"])
     wait(lambda: group.coord.phase == "armed")
     assert "fence: rank 1 failed; stopping every rank of the group" in group.logs
 
@@ -449,3 +461,51 @@ def test_messages_carry_no_float_and_no_secret():
     assert json.loads(line.split(b" ", 1)[1]) == {"t": "hello", "rank": 1, "an": "0" * 32}
     with pytest.raises(fence.ProtocolError, match="wrong MAC"):
         fence.unseal(KEY, b"other label", line)
+
+
+class HealthDouble:
+    """Test double of rank 0's /health_generate: 200 until frozen, then no answer at all."""
+
+    def __init__(self):
+        import http.server  # pylint: disable=import-outside-toplevel
+        double = self
+        self.frozen = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if double.frozen.is_set():
+                    time.sleep(5)
+                    return
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/health_generate" % self.srv.server_address[1]
+        run_thread(self.srv.serve_forever)
+
+
+def test_a_frozen_rank0_is_detected_and_the_group_restarted(monkeypatch):
+    monkeypatch.setitem(fence.LIMITS, "interval", 0.1)
+    double = HealthDouble()
+    grp = Group()
+    grp.server.stopped.set()  # replaced by a coordinator that probes the double
+    grp.threads[0].join(5)
+    grp.coord = fence.Coordinator(2, silent_after=2.0, health_failures=3)
+    grp.server = fence.Server(grp.coord, KEY, GROUP, MEMBERS, ("127.0.0.1", int(grp.address.rsplit(":", 1)[1])),
+                              grp.logs.append, grace=3.0, health_url=double.url, health_interval=0.3)
+    grp.threads[0] = run_thread(grp.server.serve)
+    try:
+        wait(lambda: grp.coord.phase == "armed" and grp.coord.health["ok_since_armed"])
+        double.frozen.set()
+        took = wait(lambda: grp.units[0].commands and grp.units[1].commands, timeout=5)
+        assert 0.6 <= took < 2.5, took  # three probes of 0.3 s each, then the next tick
+        assert any("failed 3 times in a row (hung)" in line for line in grp.logs)
+        double.frozen.clear()
+        wait(lambda: orders(grp.units[0]) == orders(grp.units[1]) == ["stop", "start"],
+             explain=lambda: (grp.units, grp.logs))
+    finally:
+        grp.stop()
+        double.srv.shutdown()

@@ -149,3 +149,11 @@ def test_proxy_refusals(key, value):
         plan_of(**{key: value})
     assert err.value.problems[0].startswith("n0: %s: " % key)
     assert "secret" not in err.value.problems[0] and "sec ret" not in err.value.problems[0]
+
+
+def test_rank0_fence_may_reach_loopback_only_when_it_probes():
+    """IPAddressDeny=any would block rank 0's probe of its own /health_generate."""
+    health = {"fence_health": {"interval": 10, "failures": 3}, "server": {}}
+    assert node_spec(plan_of(), "n0", health)["fence_unit_spec"]["members"][-1] == "localhost"
+    assert "localhost" not in node_spec(plan_of(), "n1", health)["fence_unit_spec"]["members"]
+    assert "localhost" not in node_spec(plan_of(), "n0", {"server": {}})["fence_unit_spec"]["members"]

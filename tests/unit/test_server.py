@@ -198,6 +198,19 @@ def test_fence_argv_rank0_coordinates():
     assert flag(r1, "--key-file") == "/etc/sglang/sglang-fence-llama.secret"
 
 
+def test_sglang_timeouts_from_the_plan_and_the_hang_probe_on_rank0_only():
+    plan = plan_for(sglang_watchdog_timeout=600, sglang_dist_timeout=1800)
+    argv = group_units(plan, "llama", OPTS)["gpu1"]["argv"]
+    assert flag(argv, "--watchdog-timeout") == "600" and flag(argv, "--dist-timeout") == "1800"
+    assert "--watchdog-timeout" not in group_units(plan_for(), "llama", OPTS)["gpu0"]["argv"]  # SGLang's default
+    health = {"interval": 10, "failures": 3}
+    r0 = fence_argv(plan, "llama", "gpu0", health=health)
+    assert flag(r0, "--health-url") == "http://127.0.0.1:30000/health_generate"
+    assert flag(r0, "--health-interval") == "10" and flag(r0, "--health-failures") == "3"
+    assert "--health-url" not in fence_argv(plan, "llama", "gpu1", health=health)
+    assert "--health-url" not in fence_argv(plan, "llama", "gpu0", health={"interval": 10, "failures": 0})
+
+
 def test_router_fronts_every_rank0_and_never_carries_the_key():
     plan = plan_for(groups={"a": 2, "b": 2}, sglang_router=True)
     units = router_unit(plan, dict(OPTS, router_policy="round_robin", router_args=["--log-level", "info"]))
