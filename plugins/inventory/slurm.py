@@ -23,7 +23,8 @@ description:
     so and what to do.
   - Two ways to use it. SSH into the job's nodes where the site allows it (C(pam_slurm_adopt)) and run the
     collection's playbooks unchanged, or render the plan as an sbatch job with C(playbooks/slurm.yml).
-author: sglang_ops maintainers
+author:
+  - sglang_ops maintainers (@sglang-ops)
 options:
   plugin:
     description: This plugin's name; makes the file an inventory source of it.

@@ -272,7 +272,7 @@ def job_plan(plan, opts=None):
     units = server.group_units(view, group_name, dict(opts.get("server") or {}, ray_auth=ray_backend, hf_token=False))
     start, reason = server.start_decision(plan, group_name, opts["start"])
     # The units' wording speaks of units; a job checks its arguments on every node and reports.
-    reason = reason.split(";")[0] + ("" if start else "; every node checks its arguments, reports and ends")
+    reason = reason.split(";", maxsplit=1)[0] + ("" if start else "; every node checks its arguments, reports and ends")
     launcher = view["layout"]["files"]["launcher"]
     ranks = []
     for host in group["hosts"]:
