@@ -386,7 +386,7 @@ class Server:
         self.srv.close()
 
     def _accept(self):
-        for _ in range(64):
+        for _attempt in range(64):
             try:
                 sock, addr = self.srv.accept()
             except (BlockingIOError, InterruptedError):

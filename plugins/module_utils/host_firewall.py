@@ -42,7 +42,7 @@ def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999", ssh_ports
         "cluster": {"sources": sorted(cidrs), "ports": cluster_ports},
         "clients": {"sources": sorted(str(c) for c in client_cidrs), "ports": [str(p) for p in api]},
         "ssh": [str(p) for p in sorted({check_port(p, "%s: firewall_ssh_ports / ansible_port" % host)
-                                         for p in ssh_ports})]})
+                                        for p in ssh_ports})]})
 
 
 def check_opening(opening):

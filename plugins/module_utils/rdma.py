@@ -114,8 +114,12 @@ def sysfs_gid_rows(device, port, entries):
         if not gid or set(gid.replace(":", "")) <= {"0"}:
             continue
         kind = (kind or "").strip()
-        kind = "RoCE v2" if kind.lower() == "roce v2" else ("IB" if kind.lower() == "ib/roce v1" and not ndev
-                                                             else ("RoCE v1" if kind else None))
+        if kind.lower() == "roce v2":
+            kind = "RoCE v2"
+        elif kind.lower() == "ib/roce v1" and not ndev:
+            kind = "IB"
+        else:
+            kind = "RoCE v1" if kind else None
         ipv4 = None
         if gid.startswith("0000:0000:0000:0000:0000:ffff:"):
             tail = gid.split(":")[-2:]

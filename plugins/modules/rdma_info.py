@@ -121,12 +121,12 @@ def main():
     devinfo = None
     if devinfo_bin:
         # rdma-core says "No IB devices found" (and may exit non-zero) on a node without devices.
-        _, out, err = module.run_command([devinfo_bin, "-v"])
+        _rc, out, err = module.run_command([devinfo_bin, "-v"])
         devinfo = out + err
     topo = None
     smi = shutil.which("nvidia-smi")
     if smi:
-        rc, out, _ = module.run_command([smi, "topo", "-m"])
+        rc, out, _err = module.run_command([smi, "topo", "-m"])
         topo = out if rc == 0 else None
     gids = sysfs_gids()
     facts = rdma.facts_from_outputs(devinfo, None, topo, _read("/proc/modules"), rdma_core=bool(devinfo_bin),
@@ -145,7 +145,7 @@ def main():
                 "-D", str(seconds), "--report_gbits", "-F"]
         if not p["bandwidth_server"]:
             argv.append(p["bandwidth_peer"])
-        _, out, err = module.run_command(argv)
+        _rc, out, err = module.run_command(argv)
         result["bandwidth"] = rdma.parse_ib_write_bw(out)
         result["bandwidth_output"] = "\n".join((out + err).strip().splitlines()[-8:])
     module.exit_json(**result)

@@ -279,6 +279,8 @@ def test_tls_refusals(kwargs, where, key, fragment):
         plan_of(tls_inventory(**kwargs))
     assert any(w == where and k == key and fragment in problem for w, k, problem, _fix in err.value.items), err.value.items
     assert "AAAA" not in str(err.value)
+
+
 # Model directories the collection creates and hands to the cluster user: never the system's,
 # never a directory directly in a shared parent (someone else's), never inside an OS tree.
 @pytest.mark.parametrize("path,problem", [

@@ -294,7 +294,7 @@ def test_only_the_planned_address_of_a_rank_is_heard(group):
 
 def test_a_flood_of_connections_neither_starves_the_group_nor_spawns_threads(group):
     threads = threading.active_count()
-    flood = [Peer(group, source) for _ in range(100) for source in (MEMBERS[1], STRANGER)]
+    flood = [Peer(group, source) for _n in range(100) for source in (MEMBERS[1], STRANGER)]
     wait(lambda: len(group.server.peers) <= group.server.max_peers)
     assert threading.active_count() == threads
     # A genuine new session still gets in (the silent ones are evicted first) and is heard.
@@ -348,7 +348,7 @@ def chatter(conn):
     """Orders in every form the agent must not obey: plain, signed with another key, a replayed welcome."""
     wrong = b"the-impostors-key-" * 3
     try:
-        for _ in range(50):
+        for _attempt in range(50):
             conn.sendall(b'{"cmd": "stop"}\n')
             conn.sendall(fence.seal(wrong, fence.hello_label(GROUP, "c2a"),
                                     {"t": "welcome", "rank": 1, "an": "0" * 32, "cn": "1" * 32}))

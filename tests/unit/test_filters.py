@@ -98,8 +98,8 @@ def test_environment_reads_back_and_refuses_what_systemd_drops():
 
 
 @pytest.mark.parametrize("value,ok", [
-    ("/var/lib/sglang", "/var/lib/sglang"), ("sglang", "sglang"), ("sglang-server-lab_model.service",
-                                                                 "sglang-server-lab_model.service"),
+    ("/var/lib/sglang", "/var/lib/sglang"), ("sglang", "sglang"),
+    ("sglang-server-lab_model.service", "sglang-server-lab_model.service"),
     ("/data/50%", "/data/50%%"), ("::1", "::1"), ("fd00::10", "fd00::10"),
     ("/a b", None), ("/a\rUser=root", None), ("/a\nUser=root", None), ('/a"', None), ("/a\\", None),
     ("-/var/lib", None), ("+x", None), ("", None), ("/a;b", None), ("~", None),

@@ -65,7 +65,7 @@ CRAFTED = [
 ]
 
 
-@pytest.mark.parametrize("option,value", CRAFTED, ids=[repr(v) for _, v in CRAFTED])
+@pytest.mark.parametrize("option,value", CRAFTED, ids=[repr(v) for _option, v in CRAFTED])
 def test_crafted_values_are_refused(option, value):
     with pytest.raises(ValueError, match="ssh|dynamic"):
         nft_ruleset(plan(), "a", **{option: value})

@@ -130,7 +130,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_judge(case):
-    _, mode, f0, f1, bw, want, fragment = case
+    _name, mode, f0, f1, bw, want, fragment = case
     plan = plan_for(mode)
     verdicts = rdma.judge(plan, {"n0": facts(*f0), "n1": facts(*f1)},
                           {h: rdma.parse_ib_write_bw(fixture(n)) for h, n in bw.items()})

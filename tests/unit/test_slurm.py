@@ -281,7 +281,7 @@ def run_node(tmp_path, job, nodeid, name, nodelist="sl[1-2]", ifaddr="10.89.78.9
     (node_dir / "spec.json").write_text(json.dumps(job))
     env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]), SLURM_NODEID=str(nodeid),
                SLURMD_NODENAME=name, SLURM_JOB_NODELIST=nodelist, SLURM_JOB_ID="7")
-    proc = subprocess.run([sys.executable, slurm_node.__file__, str(node_dir / "spec.json")], env=env,
+    proc = subprocess.run([sys.executable, slurm_node.__file__, str(node_dir / "spec.json")], env=env, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     return proc, slurm.parse_reports(proc.stdout), node_dir
 
@@ -299,7 +299,7 @@ def test_node_program_reports_its_rank_and_environment(tmp_path):
 
 def test_node_program_refuses_a_node_out_of_plan_order(tmp_path):
     job = slurm.job_plan(plan_for(), {"output_dir": "/o"})
-    proc, (rep,), _ = run_node(tmp_path, job, 0, "sl2")
+    proc, (rep,), _log = run_node(tmp_path, job, 0, "sl2")
     assert proc.returncode == 1
     assert rep["problem"].startswith("SLURM_NODEID 0 is planned on sl1 (rank 0: sl1), but SLURM ordered the allocation sl1,sl2")
 
@@ -324,7 +324,7 @@ def inventory(tmp_path, config, unparsed_failed=True):
     cfg.write_text(yaml.safe_dump(dict({"plugin": "sglang_ops.cluster.slurm", "group": "lab_slurm",
                                         "scontrol": str(fake)}, **config)))
     env = dict(os.environ, ANSIBLE_INVENTORY_UNPARSED_FAILED="1" if unparsed_failed else "0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run(["ansible-inventory", "-i", str(cfg), "--list"], cwd=ROOT, env=env,
+    return subprocess.run(["ansible-inventory", "-i", str(cfg), "--list"], cwd=ROOT, env=env, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -334,8 +334,11 @@ def test_inventory_from_a_running_job_in_rank_order(tmp_path):
     data = json.loads(proc.stdout)
     assert data["lab_slurm"]["hosts"] == ["sl1", "sl2"] and data["sglang_nodes"]["children"] == ["lab_slurm"]
     hv = data["_meta"]["hostvars"]
+
     # SLURM's strings are untrusted (never templated): ansible-core 2.19 prints them marked unsafe.
-    unwrap = lambda v: v.get("__ansible_unsafe", v) if isinstance(v, dict) else v  # noqa: E731
+    def unwrap(v):
+        return v.get("__ansible_unsafe", v) if isinstance(v, dict) else v
+
     assert {k: unwrap(v) for k, v in hv["sl2"].items()} == {"ansible_host": "10.89.78.92", "sglang_node_rank": 1}
 
 
@@ -357,7 +360,7 @@ def test_inventory_errors_are_one_line(tmp_path, config, words):
 
 
 def test_ansible_doc_renders_the_plugin():
-    proc = subprocess.run(["ansible-doc", "-t", "inventory", "sglang_ops.cluster.slurm"], cwd=ROOT,
+    proc = subprocess.run(["ansible-doc", "-t", "inventory", "sglang_ops.cluster.slurm"], cwd=ROOT, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 0 and "SLURM_NODEID" in proc.stdout and "node_list" in proc.stdout, proc.stderr
 
