@@ -53,6 +53,7 @@ import os
 import secrets
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -333,7 +334,7 @@ class Server:
     """The coordinator's listener: one selectors loop for every connection, a tick a second."""
 
     def __init__(self, coord, key, group, members, listen, log, state_file=None, clock=time.monotonic,
-                 grace=20.0, health_url=None, health_interval=5.0):
+                 grace=20.0, health_url=None, health_interval=5.0, health_ca=None):
         self.coord, self.key, self.group = coord, key, group
         self.members = {rank: address(ip) for rank, ip in members.items()}
         self.log, self.state_file, self.clock, self.grace = log, state_file, clock, grace
@@ -349,13 +350,16 @@ class Server:
         self.sel.register(self.srv, selectors.EVENT_READ)
         self.last_phase = None
         self.stopped = threading.Event()
-        self.health_url, self.health_interval = health_url, health_interval
+        self.health_url, self.health_interval, self.health_ca = health_url, health_interval, health_ca
         self.probes = collections.deque(maxlen=16)  # (ok, detail) from the probe thread
 
     def probe_health(self):
         """Rank 0's /health_generate every interval (its own thread: a hung server answers
         nothing, and the event loop must not wait for it). No proxy: it is this node's loopback."""
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers = [urllib.request.ProxyHandler({})]
+        if self.health_ca:  # HTTPS API: trust the cluster's CA (cluster_tls_ca), verify the name
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self.health_ca)))
+        opener = urllib.request.build_opener(*handlers)
         started = time.monotonic()
         # One probe starts every interval; a hung server uses up the interval as its timeout.
         while not self.stopped.wait(max(0.0, started + self.health_interval - time.monotonic())):
@@ -666,6 +670,7 @@ def main(argv=None):
     p.add_argument("--state", help="file for the coordinator's phase (JSON)")
     p.add_argument("--health-url", help="rank 0's /health_generate, probed by the coordinator")
     p.add_argument("--health-interval", type=float, default=5)
+    p.add_argument("--health-ca", help="CA file that signed rank 0's HTTPS certificate")
     p.add_argument("--health-failures", type=int, default=0, help="failed probes in a row that mean a hang (0: off)")
     a = p.parse_args(argv)
     members = members_arg(a.member, a.nnodes)
@@ -680,7 +685,8 @@ def main(argv=None):
         coord = Coordinator(a.nnodes, a.max_restarts, a.window,
                             health_failures=a.health_failures if a.health_url else 0)
         server = Server(coord, key, a.group, members, split_hostport(a.listen or a.coordinator), log,
-                        a.state, grace=a.grace, health_url=a.health_url, health_interval=a.health_interval)
+                        a.state, grace=a.grace, health_url=a.health_url, health_interval=a.health_interval,
+                        health_ca=a.health_ca)
         threading.Thread(target=fatal(server.serve, log), daemon=True).start()
     agent = Agent(a.unit, a.rank, a.group, key, a.coordinator, members[a.rank], a.grace, log)
     fatal(agent.run, log)()

@@ -279,6 +279,9 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
         if health and health.get("failures"):
             argv += ["--health-url", group["local_url"] + "/health_generate",
                      "--health-interval", str(health["interval"]), "--health-failures", str(health["failures"])]
+            if group.get("scheme") == "https":
+                # The API's certificate comes from the operator's CA, not the system's.
+                argv += ["--health-ca", plan["layout"]["credentials"]["tls_ca"]]
     return argv
 
 

@@ -509,3 +509,47 @@ def test_a_frozen_rank0_is_detected_and_the_group_restarted(monkeypatch):
     finally:
         grp.stop()
         double.srv.shutdown()
+
+
+def test_the_health_probe_of_an_https_api_trusts_the_clusters_ca(tmp_path):
+    """With TLS on the API (cluster_tls_ca), rank 0's fence probes over HTTPS with that CA: without
+    it every probe would fail verification and a healthy group would be restarted as hung."""
+    import http.server  # pylint: disable=import-outside-toplevel
+    import ssl  # pylint: disable=import-outside-toplevel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+    import tls_ca  # pylint: disable=import-outside-toplevel
+
+    pems = tls_ca.make_ca(tmp_path, ["127.0.0.1"])
+    for name in ("ca", "cert", "key"):
+        (tmp_path / ("%s.pem" % name)).write_text(pems[name])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    run_thread(srv.serve_forever)
+    url = "https://127.0.0.1:%d/health_generate" % srv.server_address[1]
+    try:
+        results = {}
+        for label, ca in (("with the CA", str(tmp_path / "ca.pem")), ("without", None)):
+            server = fence.Server(fence.Coordinator(2, health_failures=3), KEY, GROUP, MEMBERS, ("127.0.0.1", 0),
+                                  lambda line: None, health_url=url, health_interval=0.2, health_ca=ca)
+            thread = run_thread(server.probe_health)
+            wait(lambda s=server: len(s.probes) >= 2)
+            server.stopped.set()
+            thread.join(2)
+            server.srv.close()
+            results[label] = list(server.probes)[:2]
+        assert all(ok for ok, _detail in results["with the CA"]), results
+        assert not any(ok for ok, _detail in results["without"]) and "CERTIFICATE_VERIFY_FAILED" in results["without"][0][1]
+    finally:
+        srv.shutdown()

@@ -209,6 +209,12 @@ def test_sglang_timeouts_from_the_plan_and_the_hang_probe_on_rank0_only():
     assert flag(r0, "--health-interval") == "10" and flag(r0, "--health-failures") == "3"
     assert "--health-url" not in fence_argv(plan, "llama", "gpu1", health=health)
     assert "--health-url" not in fence_argv(plan, "llama", "gpu0", health={"interval": 10, "failures": 0})
+    assert "--health-ca" not in r0
+    # An HTTPS API: the probe trusts the cluster's CA (the same file the server's credentials use).
+    plan["groups"]["llama"].update(scheme="https", local_url="https://10.0.0.10:30000")
+    r0 = fence_argv(plan, "llama", "gpu0", health=health)
+    assert flag(r0, "--health-url") == "https://10.0.0.10:30000/health_generate"
+    assert flag(r0, "--health-ca") == plan["layout"]["credentials"]["tls_ca"]
 
 
 def test_router_fronts_every_rank0_and_never_carries_the_key():
