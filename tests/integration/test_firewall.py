@@ -120,29 +120,40 @@ def fresh_ssh(ip):
                           text=True, timeout=30).stdout.strip()
 
 
-def test_nftables_start_and_reload_keep_the_table_and_a_failed_load_keeps_ray_down(deployed):
+def test_nftables_and_firewalld_keep_the_table_and_a_failed_load_keeps_ray_down(deployed):
     # The lab runs the default layout: the plan's names.
     firewall, ray = FIREWALL_UNIT + ".service", DEFAULTS["ray_unit_name"] + ".service"
-    # nftables' start and reload flush the whole ruleset; ours is loaded again right after each.
-    for action in ("start", "reload"):
+    ray_pid = on_host(H2, "systemctl show -p MainPID --value %s" % ray).strip()
+    # nftables flushes the whole ruleset on start, stop, reload and restart; ours is loaded again
+    # right after each, and Ray keeps running throughout (nothing restarts it).
+    for action in ("start", "reload", "restart", "stop"):
         on_host(H2, "systemctl %s nftables" % action)
         # `systemctl reload` waits for nftables' own job only; ours runs right after it.
         state = on_host(H2, "for i in $(seq 60); do s=$(systemctl is-active %s); [ \"$s\" = reloading ] || break; "
                         "sleep 0.5; done; echo $s" % firewall).strip()
         assert state == "active", (action, state)
         assert "table inet sglang_ops" in on_host(H2, "nft list tables"), action
+    # firewalld stops nftables.service (Conflicts=) when it starts, running or not: with PartOf= that
+    # stopped the firewall unit, deleted the table and stopped Ray, although nothing was flushed.
+    try:
+        on_host(H2, "systemctl start firewalld")
+        assert "table inet sglang_ops" in on_host(H2, "nft list tables")
+        assert on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split() == ["active", "active"]
+    finally:
+        on_host(H2, "systemctl stop firewalld")
+    assert on_host(H2, "systemctl show -p MainPID --value %s" % ray).strip() == ray_pid  # never restarted
     # Ray requires the firewall unit and starts after it.
     deps = on_host(H2, "systemctl show -p Requires -p After %s" % ray)
     assert firewall in deps.split("Requires=", 1)[1].splitlines()[0] and firewall in deps.split("After=", 1)[1]
-    # Stopping nftables (a flush) stops the firewall unit, and Ray with it: no Ray without the table.
-    # (`ray start --block` exits 1 on SIGTERM, so a stopped Ray unit reads "failed": not running either way.)
+    # Stopping the firewall unit stops Ray, and a ruleset that fails to load keeps Ray stopped (a
+    # boot with a broken table stays closed). (`ray start --block` exits 1 on SIGTERM, so a
+    # stopped Ray unit reads "failed": not running either way.)
     down = ("inactive", "failed")
     rules = DEFAULTS["cluster_config_dir"] + "/firewall.nft"
     try:  # whatever fails, the firewall unit and Ray run again afterwards (the tests that follow need them)
-        on_host(H2, "systemctl stop nftables")
+        on_host(H2, "systemctl stop %s" % firewall)
         states = on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split()
         assert states[0] == "inactive" and states[1] in down, states
-        # A ruleset that fails to load keeps Ray stopped (a boot with a broken table stays closed).
         on_host(H2, "cp -p %s %s.saved && echo 'table inet sglang_ops { garbage' > %s" % (rules, rules, rules))
         on_host(H2, "systemctl start %s || true" % ray)
         assert on_host(H2, "systemctl is-active %s || true" % firewall).strip() == "failed"
