@@ -163,6 +163,12 @@ def test_nftables_and_firewalld_keep_the_table_and_a_failed_load_keeps_ray_down(
         on_host(H2, "[ ! -e %s.saved ] || mv -f %s.saved %s; systemctl reset-failed %s %s; systemctl start %s"
                 % (rules, rules, rules, firewall, ray, ray))
     assert on_host(H2, "systemctl is-active %s %s" % (firewall, ray)).split() == ["active", "active"]
+    # The tests that follow probe Ray's ports on this worker: wait until it serves them again
+    # (`systemctl start` returns before the raylet listens; under load that takes a while).
+    deadline = time.monotonic() + 120
+    while not reachable(H1, IP2, 6380):
+        assert time.monotonic() < deadline, "Ray's node manager on %s did not listen again within 120 s" % H2
+        time.sleep(2)
 
 
 def reachable(src, ip, port):
