@@ -53,6 +53,10 @@ def playbook(name, inventory=INVENTORY, *args, env=None, cwd=ROOT):
     return run
 
 
+# The lab model group's fence unit (the shared lab runs the default layout).
+FENCE = "sglang-fence-lab_model"
+
+
 def on_host(host, command):
     """Run a command inside a lab host without SSH (podman exec), so sshd logs stay untouched."""
     return subprocess.run(["podman", "exec", host, "sh", "-c", command], check=True,
@@ -125,3 +129,17 @@ def deployed(lab_hosts):
     run = playbook("playbooks/deploy.yml")
     assert run.rc == 0, run.out[-5000:]
     return run
+
+
+# Fence tests: the coordinator (rank 0, H1) logs to its journal.
+def fence_log(since):
+    return on_host(H1, "journalctl -u %s --since @%d -o cat --no-pager" % (FENCE, since))
+
+
+def wait_for(predicate, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError("timed out")

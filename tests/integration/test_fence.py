@@ -15,11 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import H1, H2, IP1, IP2, on_host
+from conftest import FENCE, H1, H2, IP1, IP2, fence_log, on_host, wait_for
 import lab  # noqa: E402  (the project's lab tool, on the path conftest set)
 
 UNIT = "sglang-server-lab_model"
-FENCE = "sglang-fence-lab_model"
 SECRET = "/etc/sglang/%s.secret" % FENCE
 DROPIN = "/etc/systemd/system/%s.service.d/stand-in.conf" % UNIT
 # What the fence without a secret obeyed from anyone: rank 1 failed, the group is stopped.
@@ -36,19 +35,6 @@ def forged_hello(rank):
 
 def fence_port():
     return int(re.search(r"--coordinator \S+:(\d+)", on_host(H1, "cat /etc/systemd/system/%s.service" % FENCE))[1])
-
-
-def fence_log(since):
-    return on_host(H1, "journalctl -u %s --since @%d -o cat --no-pager" % (FENCE, since))
-
-
-def wait_for(predicate, timeout=60):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError("timed out")
 
 
 def main_pids():

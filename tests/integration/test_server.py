@@ -6,10 +6,9 @@ import time
 
 import yaml
 
-from conftest import H1, H2, INVENTORY, ROOT, on_host, playbook
+from conftest import FENCE, H1, H2, INVENTORY, ROOT, fence_log, on_host, playbook, wait_for
 
 UNIT = "sglang-server-lab_model"
-FENCE = "sglang-fence-lab_model"
 PINS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())["sglang_versions"]
 
 
@@ -49,19 +48,6 @@ def test_sglang_rejection_fails_the_play_and_keeps_the_unit(deployed, tmp_path):
     assert "%s: SGLang rejects the arguments of %s (rank 0)" % (H1, UNIT) in run.out
     assert "no-such" in run.out  # SGLang's own words
     assert unit_file(H1) == before
-
-
-def fence_log(since):
-    return on_host(H1, "journalctl -u %s --since @%d -o cat --no-pager" % (FENCE, since))
-
-
-def wait_for(predicate, timeout=60):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError("timed out")
 
 
 def state(host):
