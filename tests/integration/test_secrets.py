@@ -55,9 +55,13 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
         assert len(run.out) > 100000  # -vvv really was verbose
         for secret in sentinels:
             assert secret not in run.out
-        # The excerpt deploy showed is SGLang's own failure, redacted, not an empty journal.
+        # The excerpt deploy showed is SGLang's own output, not an empty journal. Whether it still
+        # holds the server_args line depends on how far SGLang got in READY_TIMEOUT (the excerpt is
+        # the journal's tail); the journals below hold it, redacted.
         excerpt = run.out[run.out.index("did not answer /health_generate"):]
-        assert "server_args=" in excerpt and "'api_key': '<redacted>'" in excerpt, excerpt[:3000]
+        assert "(rank 0): journalctl -u %s" % SERVER in excerpt and "sglang" in excerpt, excerpt[:3000]
+        if "server_args=" in excerpt:
+            assert "'api_key': '<redacted>'" in excerpt, excerpt[:3000]
         # The given Ray token is the one in place: Ray did not restart.
         assert on_host(H1, "systemctl show -p ActiveEnterTimestampMonotonic --value " + RAY_UNIT) == ray_since
         for host in (H1, H2):
