@@ -14,7 +14,7 @@ def _model_source_problem(source, model_path, src_dir=None, repo=None):
 class FilterModule:
     """`pip_source_args(mode, url)`, `pinned_requirements(versions)`,
     `install_requirements(versions, lock)`, `gpu_driver_plan(...)`,
-    `model_source_problem(source, path, src_dir, repo)`."""
+    `model_source_problem(source, path, src_dir, repo)`, `src_dir | model_manifest`."""
 
     def filters(self):
         return {
@@ -23,5 +23,6 @@ class FilterModule:
             "install_requirements": wrap_errors(install.install_requirements),
             "gpu_driver_plan": wrap_errors(driver.plan),
             "model_source_problem": _model_source_problem,
+            "model_manifest": wrap_errors(model.manifest),
             "transfer_engine_packages": wrap_errors(install.transfer_engine_packages),
         }

@@ -662,6 +662,15 @@ def layout(settings, groups):
             "fence_secrets": {g: config + "/" + FENCE_UNIT_PREFIX + g + ".secret" for g in groups},
             # The operator's Ray CLI of this cluster carries the Ray unit's name.
             "ray_cli": "/usr/local/bin/" + ray_unit,
+            # Stamps of checks that passed (module_utils/stamp.py): SGLang's check of each group's
+            # arguments, the router's, the all_reduce, the model copy. A re-run repeats a check when its inputs changed.
+            "check_stamps": {
+                "servers": {g: config + "/checked/" + SERVER_UNIT_PREFIX + g for g in groups},
+                "router": config + "/checked/" + ROUTER_UNIT,
+                "collective": config + "/checked/collective",
+                # The controller's model manifest key of the last complete copy to this node.
+                "model": config + "/checked/model",
+            },
         },
         "nft_table": NFT_TABLE,
         # Credential ids of the server and router units and their 0600 root files.

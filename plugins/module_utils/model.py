@@ -7,7 +7,9 @@ weights index names, before any server starts, turns that into one line naming h
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 SOURCES = ("none", "hf", "controller", "path")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -65,3 +67,40 @@ def source_problem(source, model_path, src_dir=None, repo=None):
     if source == "hf" and not repo:
         return "sglang_model_source hf needs sglang_model_repo (e.g. meta-llama/Llama-3.1-8B-Instruct)"
     return None
+
+
+def listing(root):
+    """{relative path: size} of a model directory, without the .cache folder downloads leave."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not (dirpath == root and d == ".cache")]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            try:
+                files[os.path.relpath(full, root)] = os.stat(full).st_size
+            except OSError:
+                continue  # a dangling link counts as missing
+    return files
+
+
+def manifest(root):
+    """The controller's copy of a model: {files: {path: size}, key}. The key also covers each
+    file's mtime, so an edit of the source that keeps a size still gives a new key."""
+    files, times = {}, []
+    for rel, size in sorted(listing(root).items()):
+        files[rel] = size
+        times.append([rel, size, os.stat(os.path.join(root, rel)).st_mtime_ns])
+    return {"files": files, "key": hashlib.sha256(json.dumps(times).encode()).hexdigest()}
+
+
+def manifest_differences(files, wanted):
+    """What differs between a node's listing and the manifest's files (extra files are the
+    node's own and do not count): [] when every file is there with its size."""
+    missing = sorted(f for f in wanted if f not in files)
+    resized = sorted(f for f in wanted if f in files and files[f] != wanted[f])
+    problems = []
+    if missing:
+        problems.append("%d missing: %s" % (len(missing), ", ".join(missing[:5])))
+    if resized:
+        problems.append("%d of another size: %s" % (len(resized), ", ".join(resized[:5])))
+    return problems

@@ -23,6 +23,11 @@ options:
     description: Whether weights must be present; false for C(--load-format dummy).
     type: bool
     default: true
+  manifest:
+    description:
+      - C({path: size}) of the files the directory must hold (the controller's copy, from the
+        C(model_manifest) filter); RV(manifest_differences) lists what differs.
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -47,6 +52,12 @@ problems:
   elements: str
   returned: always
   sample: ["2 of 30 shards missing: model-00029-of-00030.safetensors"]
+manifest_differences:
+  description: Files of O(manifest) missing or of another size here; empty without O(manifest).
+  type: list
+  elements: str
+  returned: always
+  sample: ["1 missing: tokenizer.json"]
 files:
   description: Number of files found.
   type: int
@@ -61,32 +72,20 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.model import (
-    INDEX_FILES, check_listing, read_index)
-
-
-def listing(root):
-    files = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not (dirpath == root and d == ".cache")]
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            try:
-                files[os.path.relpath(full, root)] = os.stat(full).st_size
-            except OSError:
-                continue  # a dangling link counts as missing
-    return files
+    INDEX_FILES, check_listing, listing, manifest_differences, read_index)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(path=dict(type="path", required=True),
-                           weights_required=dict(type="bool", default=True)),
+                           weights_required=dict(type="bool", default=True),
+                           manifest=dict(type="dict")),
         supports_check_mode=True,
     )
     path = module.params["path"]
     if not os.path.isdir(path):
         module.exit_json(changed=False, exists=False, complete=False, files=0, bytes=0,
-                         problems=["%s is not a directory" % path])
+                         problems=["%s is not a directory" % path], manifest_differences=["no directory"])
     files = listing(path)
     index, problems = None, []
     for name in INDEX_FILES:
@@ -97,8 +96,9 @@ def main():
                 problems.append(problem)
             break
     problems += check_listing(files, index, module.params["weights_required"])
+    differences = manifest_differences(files, module.params["manifest"]) if module.params["manifest"] else []
     module.exit_json(changed=False, exists=True, complete=not problems, problems=problems,
-                     files=len(files), bytes=sum(files.values()))
+                     files=len(files), bytes=sum(files.values()), manifest_differences=differences)
 
 
 if __name__ == "__main__":

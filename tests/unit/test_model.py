@@ -2,8 +2,10 @@
 
 import pytest
 
+import os
+
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.model import (
-    check_listing, read_index, source_problem)
+    check_listing, manifest, manifest_differences, read_index, source_problem)
 
 INDEX = {"weight_map": {"a.w": "model-00001-of-00002.safetensors",
                         "b.w": "model-00002-of-00002.safetensors"}}
@@ -54,3 +56,27 @@ def test_source_problem(source, path, src, repo, message):
         assert problem is None
     else:
         assert message in problem
+
+
+def test_manifest_lists_sizes_and_keys_the_times(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/w.safetensors").write_bytes(b"12345")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache/lock").write_text("x")
+    first = manifest(str(tmp_path))
+    assert first["files"] == {"config.json": 2, "sub/w.safetensors": 5}
+    assert manifest(str(tmp_path))["key"] == first["key"]
+    os.utime(tmp_path / "config.json", ns=(1, 1))  # an edit that keeps the size
+    assert manifest(str(tmp_path))["key"] != first["key"]
+
+
+@pytest.mark.parametrize("files, problems", [
+    ({"config.json": 2, "w.safetensors": 5}, []),
+    ({"config.json": 2, "w.safetensors": 5, "extra.txt": 1}, []),
+    ({"config.json": 2}, ["1 missing: w.safetensors"]),
+    ({"config.json": 2, "w.safetensors": 4}, ["1 of another size: w.safetensors"]),
+    ({}, ["2 missing: config.json, w.safetensors"]),
+])
+def test_manifest_differences(files, problems):
+    assert manifest_differences(files, {"config.json": 2, "w.safetensors": 5}) == problems
