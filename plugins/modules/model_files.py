@@ -25,8 +25,8 @@ options:
     default: true
   manifest:
     description:
-      - C({path: size}) of the files the directory must hold (the controller's copy, from the
-        C(model_manifest) filter); RV(manifest_differences) lists what differs.
+      - The files the directory must hold, as a mapping of relative path to size (the
+        controller's copy, from the C(model_manifest) filter). RV(manifest_differences) lists what differs.
     type: dict
 """
 
