@@ -23,6 +23,8 @@ import yaml
 
 from conftest import FIRST, H1, H2, INVENTORY, IP1, IP2, LAB, PREFIX, ROOT, lab, on_host, playbook
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
+
 # Opt-in (IT_PD=1) until a full run of this module has passed in CI: its one run so far, on a
 # machine shared by six helpers (load 20-30 on 2 cores), stopped at the router check's process
 # list assertion (since corrected); the PD deploy and its changed=0 re-run on three hosts passed.
@@ -51,6 +53,13 @@ def pd_inventory(deployed, tmp_path_factory):
     """The PD inventory on H1, H2 and a third host; the shared pair restored afterwards."""
     t0 = time.monotonic()
     subprocess.run(LAB + ["up", "--prefix", PD_PREFIX, "--first", str(FIRST + 2), "--count", "1"], check=True)
+    # The shared pair's venv (3.8 GB, the same lock) copied to the third host instead of installed
+    # from the wheelhouse again: the deploy then finds every pin installed there, as on the pair.
+    venv = DEFAULTS["cluster_venv_dir"]
+    with subprocess.Popen(["podman", "exec", H1, "tar", "-C", "/", "-cf", "-", venv.lstrip("/")],
+                          stdout=subprocess.PIPE) as source:
+        subprocess.run(["podman", "exec", "-i", H3, "tar", "-C", "/", "-xf", "-"], stdin=source.stdout, check=True)
+    assert source.returncode == 0
     inv = tmp_path_factory.mktemp("pd-inventory")
     shutil.copytree(ROOT / "inventories/lab/group_vars", inv / "group_vars")
     # The lab model group's settings (the tiny model, its source, dummy weights) for both PD groups.

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Benchmark: a no-op `deploy.yml` on deployed lab hosts, this tree against an older commit.
+
+Why: operators re-run deploy.yml all the time; a re-run with nothing to change must be quick and
+report changed=0. The same hosts, already deployed by this tree, get a no-op deploy from this
+tree and from BASELINE (a git commit, checked out into a temporary worktree), interleaved
+(new, old, new, old, ...) so load on the machine hits both alike; medians and the ratio are
+printed, with the slowest tasks of this tree's last run. Every run must report changed=0.
+
+Not in `make bench`: it needs hosts with the venv installed (a first deploy, minutes on CI).
+
+    tools/bench_noop.py --inventory .lab/lab [--baseline 277f811] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+# A callback of this benchmark only: per-task wall time, printed after the recap.
+CALLBACK = '''
+import time
+from ansible.plugins.callback import CallbackBase
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "bench_task_times"
+    CALLBACK_NEEDS_ENABLED = True
+    def __init__(self):
+        super().__init__()
+        self.times, self.current = [], None
+    def _next(self, name):
+        now = time.monotonic()
+        if self.current:
+            self.times.append((now - self.current[1], self.current[0]))
+        self.current = (name, now) if name else None
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._next(task.get_name())
+    def v2_playbook_on_play_start(self, play):
+        self._next("(play) " + play.get_name())
+    def v2_playbook_on_stats(self, stats):
+        self._next(None)
+        for seconds, name in sorted(self.times, reverse=True)[:8]:
+            self._display.display("BENCH_TASK %6.2f s  %s" % (seconds, name))
+        self._display.display("BENCH_TASKS %d" % len(self.times))
+'''
+
+
+def deploy(tree: Path, inventory: Path, callbacks: Path) -> tuple[float, str]:
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=str(callbacks),
+               ANSIBLE_CALLBACKS_ENABLED="bench_task_times")
+    t0 = time.monotonic()
+    proc = subprocess.run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(inventory)], cwd=tree, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.monotonic() - t0
+    recap = RECAP.findall(proc.stdout)
+    if proc.returncode != 0 or not recap or any(int(r[2]) for r in recap):
+        sys.exit("bench: the deploy from %s was not a no-op (rc %d): %s" % (tree, proc.returncode, proc.stdout[-3000:]))
+    return wall, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inventory", type=Path, required=True, help="deployed lab hosts (deployed by this tree)")
+    ap.add_argument("--baseline", default="277f811", help="the commit to compare against")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    inventory = args.inventory.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.baseline],
+                       check=True, stdout=subprocess.DEVNULL)
+        callbacks = Path(tmp) / "callbacks"
+        callbacks.mkdir()
+        (callbacks / "bench_task_times.py").write_text(CALLBACK)
+        try:
+            deploy(ROOT, inventory, callbacks)  # warm-up: this tree's stamps and SSH connections
+            times = {"this tree": [], args.baseline: []}
+            for i in range(1, args.rounds + 1):
+                for name, tree in (("this tree", ROOT), (args.baseline, old)):
+                    wall, out = deploy(tree, inventory, callbacks)
+                    times[name].append(wall)
+                    print("round %d: %-10s %6.1f s  (%s tasks)" % (i, name, wall,
+                          re.search(r"BENCH_TASKS (\d+)", out).group(1)), flush=True)
+                    if name == "this tree":
+                        slowest = [line for line in out.splitlines() if line.startswith("BENCH_TASK ")]
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
+    hosts = len(RECAP.findall(out))
+    print("\nno-op deploy.yml on %d deployed lab hosts, medians of %d rounds (changed=0 in every run)" % (hosts, args.rounds))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, runs in times.items():
+        print("%-10s %6.1f s  (runs: %s)" % (name, med[name], ", ".join("%.1f" % r for r in runs)))
+    print("ratio this tree / %s: %.2f" % (args.baseline, med["this tree"] / med[args.baseline]))
+    print("slowest tasks of this tree's last run:\n" + "\n".join(slowest))
+
+
+if __name__ == "__main__":
+    main()
