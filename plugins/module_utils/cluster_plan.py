@@ -16,6 +16,7 @@ import ipaddress
 import posixpath
 import re
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import metrics as metrics_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import pd_plan
 
 ROOT_GROUP = "sglang_nodes"
@@ -94,6 +95,23 @@ DEFAULTS = {
     # PEM of the CA that signed the TLS certificates (sglang_server_tls_*, ray_tls_*): the
     # router, Ray and verify's probes trust it. Not a secret; required once any TLS is on.
     "cluster_tls_ca": "",
+    # Metrics (module_utils/metrics.py): SGLang's --enable-metrics on every rank, the router's and
+    # Ray's Prometheus endpoints and a node exporter on every node, on these fixed ports, reachable
+    # only from the Prometheus host (a node running the monitoring role's Prometheus) and
+    # cluster_metrics_scrape_cidrs (a site's own Prometheus, fed by the file_sd file).
+    "cluster_metrics": True,
+    "cluster_node_exporter_port": 9100,
+    "sglang_router_metrics_port": 29000,
+    "cluster_prometheus_host": None,
+    "cluster_prometheus_port": 9090,
+    "cluster_metrics_file_sd": "",
+    "cluster_metrics_scrape_cidrs": [],
+    # Also scrape every node's Ray metrics agent (ray_metrics_export_port): it serves only where
+    # ray[default]'s opencensus is installed, which the pinned install lacks.
+    "cluster_ray_node_metrics": False,
+    # NVIDIA's dcgm-exporter, run by the site on nodes with real NVIDIA GPUs: scraped, guarded.
+    "cluster_dcgm_exporter": False,
+    "cluster_dcgm_exporter_port": 9400,
 }
 
 # The type of every plan option, as an argument spec would write it: (type, elements).
@@ -124,6 +142,12 @@ OPTION_TYPES = {
     "sglang_ep_num_redundant_experts": ("int", None), "cluster_rdma": ("str", None),
     "cluster_rdma_devices": ("list", "str"), "cluster_rdma_gid_index": ("int", None),
     "cluster_tls_ca": ("str", None),
+    "cluster_metrics": ("bool", None), "cluster_node_exporter_port": ("int", None),
+    "sglang_router_metrics_port": ("int", None), "cluster_prometheus_host": ("str", None),
+    "cluster_prometheus_port": ("int", None), "cluster_metrics_file_sd": ("str", None),
+    "cluster_metrics_scrape_cidrs": ("list", "str"), "cluster_dcgm_exporter": ("bool", None),
+    "cluster_ray_node_metrics": ("bool", None),
+    "cluster_dcgm_exporter_port": ("int", None),
 }
 OPTION_TYPES.update({k: ("int", None) for k in DEFAULTS if k.startswith("ray_") and k.endswith("_port")})
 
@@ -133,6 +157,8 @@ UNIT_DIR = "/etc/systemd/system"
 FIREWALL_UNIT = "sglang-firewall"
 NFT_TABLE = "sglang_ops"
 ROUTER_UNIT = "sglang-router"
+NODE_EXPORTER_UNIT = "sglang-node-exporter"
+PROMETHEUS_UNIT = "sglang-prometheus"
 SERVER_UNIT_PREFIX = "sglang-server-"
 FENCE_UNIT_PREFIX = "sglang-fence-"
 # The server and router units take their secrets as credentials (0600 root files, copied by
@@ -165,7 +191,10 @@ CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
     "ray_min_worker_port", "ray_max_worker_port", "cluster_user", "sglang_router",
     "sglang_router_port", "sglang_router_host", "ray_unit_name", "cluster_http_proxy",
     "cluster_https_proxy", "cluster_no_proxy", "sglang_pd_transfer_backend", "cluster_rdma",
-    "cluster_tls_ca")
+    "cluster_tls_ca", "cluster_metrics", "cluster_node_exporter_port", "sglang_router_metrics_port",
+    "cluster_prometheus_host", "cluster_prometheus_port", "cluster_metrics_file_sd",
+    "cluster_metrics_scrape_cidrs", "cluster_ray_node_metrics", "cluster_dcgm_exporter",
+    "cluster_dcgm_exporter_port")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -569,12 +598,18 @@ def _router(chk, all_hosts, groups, nodes):
     if port is not None and port in taken:
         chk.fail(host, "sglang_router_port", "port %d is also %s on the router host" % (port, taken[port]),
                  "give the router a port of its own")
+    metrics_port = chk.port(first, "sglang_router_metrics_port")
+    if metrics_port is not None and (metrics_port in taken or metrics_port == port):
+        chk.fail(host, "sglang_router_metrics_port", "port %d is also %s on the router host"
+                 % (metrics_port, taken.get(metrics_port, "sglang_router_port")),
+                 "give the router's metrics a port of their own")
     workers = []
     for spec in groups.values():
         ip = nodes[spec["rank0"]]["cluster_ip"]
         if ip and spec.get("http_port"):
             workers.append("%s://%s" % (nodes[spec["rank0"]]["api_scheme"], format_hostport(ip, spec["http_port"])))
-    return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "workers": workers}
+    return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "metrics_port": metrics_port,
+            "workers": workers}
 
 
 def _check_tls(chk, hosts):
@@ -640,6 +675,8 @@ def layout(settings, groups):
             "ray": ray_unit,
             "firewall": FIREWALL_UNIT,
             "router": ROUTER_UNIT,
+            "node_exporter": NODE_EXPORTER_UNIT,
+            "prometheus": PROMETHEUS_UNIT,
             "servers": {g: SERVER_UNIT_PREFIX + g for g in groups},
             "fences": {g: FENCE_UNIT_PREFIX + g for g in groups},
             # Globs that find every unit of these kinds, also of groups no longer planned.
@@ -671,6 +708,10 @@ def layout(settings, groups):
                 # The controller's model manifest key of the last complete copy to this node.
                 "model": config + "/checked/model",
             },
+            # The monitoring role's Prometheus (on the Prometheus host only): config, rules, data.
+            "prometheus_config": config + "/" + metrics_plan.PROMETHEUS_CONFIG,
+            "prometheus_rules": config + "/" + metrics_plan.PROMETHEUS_RULES,
+            "prometheus_data": data + "/prometheus",
         },
         "nft_table": NFT_TABLE,
         # Credential ids of the server and router units and their 0600 root files.
@@ -888,6 +929,7 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
     router = _router(chk, all_hosts, groups, nodes)
     if router and pd:
         router.update(pd_plan.router_targets(groups, nodes, pd, format_hostport))
+    metrics = metrics_plan.check(chk, all_hosts, nodes, groups, router)
     proxy_env = _proxy_env(chk, all_hosts[0], [n["cluster_ip"] for n in nodes.values() if n["cluster_ip"]])
     head = ray_head or all_hosts[0]
     if head not in nodes:
@@ -938,6 +980,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         # Whether any node has real GPUs (else SGLang cannot serve anywhere: CPU test hosts).
         "gpus_real": any(n["gpus_real"] for n in nodes.values()),
         "router": router,
+        # Metrics ports, scrapers and the Prometheus host (module_utils/metrics.py); None when off.
+        "metrics": metrics,
         # The PD deployment (transfer backend, prefill and decode groups), None without one.
         "pd": pd,
         # auto: RDMA checked and used where devices exist; required: its absence fails; off.

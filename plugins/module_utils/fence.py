@@ -38,7 +38,7 @@ Protocol (one line: 64 hex digits of MAC, a space, a JSON object):
 The decision logic (`Coordinator.decide`) is pure and unit-tested, and so is the protocol; this
 same file runs on the nodes:  python3 fence.py --group G --rank R --nnodes N --unit U
 --coordinator HOST:PORT --member 0=ADDR --member 1=ADDR ... --key-file FILE
-[--listen HOST:PORT] [--max-restarts 3] [--window 600] [--grace 20] [--state FILE]
+[--listen HOST:PORT] [--max-restarts 3] [--window 600] [--grace 20] [--state FILE] [--metrics FILE]
 """
 
 from __future__ import annotations
@@ -334,10 +334,11 @@ class Server:
     """The coordinator's listener: one selectors loop for every connection, a tick a second."""
 
     def __init__(self, coord, key, group, members, listen, log, state_file=None, clock=time.monotonic,
-                 grace=20.0, health_url=None, health_interval=5.0, health_ca=None):
+                 grace=20.0, health_url=None, health_interval=5.0, health_ca=None, metrics_file=None):
         self.coord, self.key, self.group = coord, key, group
         self.members = {rank: address(ip) for rank, ip in members.items()}
         self.log, self.state_file, self.clock, self.grace = log, state_file, clock, grace
+        self.metrics_file = metrics_file
         self.refused = Limiter(log, clock)
         self.max_peers = 2 * coord.nnodes + 8
         self.peers = {}  # socket -> _Peer
@@ -511,6 +512,8 @@ class Server:
                                "reason": self.coord.reason}, out)
             except OSError as err:
                 raise InternalError("cannot write the state file %s: %s" % (self.state_file, err)) from err
+            if self.metrics_file:
+                write_atomic(self.metrics_file, metrics_text(self.group, self.coord.phase, len(self.coord.restarts)))
 
 
 # --- the agent on every node -------------------------------------------------------------------
@@ -643,6 +646,27 @@ def members_arg(values, nnodes):
     return members
 
 
+def metrics_text(group, phase, restarts):
+    """The coordinator's state for the node exporter's textfile collector (Prometheus text
+    format): the alert "fence gave up" reads sglang_ops_fence_gave_up."""
+    return ("# HELP sglang_ops_fence_gave_up 1 when the group's fence gave up restarting it.\n"
+            "# TYPE sglang_ops_fence_gave_up gauge\n"
+            'sglang_ops_fence_gave_up{group="%s"} %d\n'
+            "# HELP sglang_ops_fence_restarts Group restarts the fence made in its current window.\n"
+            "# TYPE sglang_ops_fence_restarts gauge\n"
+            'sglang_ops_fence_restarts{group="%s"} %d\n' % (group, phase == "gave-up", group, int(restarts)))
+
+
+def write_atomic(path, text):
+    """Write then rename: the node exporter never reads half a file."""
+    try:
+        with open(path + ".tmp", "w") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError as err:
+        raise InternalError("cannot write the metrics file %s: %s" % (path, err)) from err
+
+
 def fatal(target, log):
     """A thread body whose unexpected exception ends the process (systemd restarts it)."""
     def body():
@@ -668,6 +692,7 @@ def main(argv=None):
     p.add_argument("--window", type=float, default=600)
     p.add_argument("--grace", type=float, default=20)
     p.add_argument("--state", help="file for the coordinator's phase (JSON)")
+    p.add_argument("--metrics", help="file for the coordinator's phase (Prometheus text, node exporter textfile)")
     p.add_argument("--health-url", help="rank 0's /health_generate, probed by the coordinator")
     p.add_argument("--health-interval", type=float, default=5)
     p.add_argument("--health-ca", help="CA file that signed rank 0's HTTPS certificate")
@@ -686,7 +711,7 @@ def main(argv=None):
                             health_failures=a.health_failures if a.health_url else 0)
         server = Server(coord, key, a.group, members, split_hostport(a.listen or a.coordinator), log,
                         a.state, grace=a.grace, health_url=a.health_url, health_interval=a.health_interval,
-                        health_ca=a.health_ca)
+                        health_ca=a.health_ca, metrics_file=a.metrics)
         threading.Thread(target=fatal(server.serve, log), daemon=True).start()
     agent = Agent(a.unit, a.rank, a.group, key, a.coordinator, members[a.rank], a.grace, log)
     fatal(agent.run, log)()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.metrics import cluster_only_ports, scrape_only_ports
+
 _RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})\Z")
 
 
@@ -72,6 +74,7 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
     cluster4, cluster6 = _split(plan["cidrs"] or ["%s/%d" % (node["cluster_ip"], 32 if ":" not in node["cluster_ip"] else 128)])
     client4, client6 = _split(client_cidrs)
     single, ranges = _ports(plan, host)
+    single = sorted(set(single) | {check_port(p, "%s: cluster_prometheus_port" % host) for p in cluster_only_ports(plan, host)})
     if dynamic_ports:
         dynamic_ports = check_range(dynamic_ports, "%s: firewall_dynamic_ports" % host)
     ssh = sorted({check_port(p, "%s: firewall_ssh_ports / ansible_port" % host) for p in ssh_ports})
@@ -79,6 +82,8 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
         raise ValueError("%s: no SSH port to keep open (firewall_ssh_ports)" % host)
     guarded = ", ".join([str(p) for p in single] + ranges + ([dynamic_ports] if dynamic_ports else []))
     api_words = ", ".join(str(p) for p in api_ports(plan, host))
+    scrape = [check_port(p, "%s: metrics port" % host) for p in scrape_only_ports(plan, host)]
+    scrape4, scrape6 = _split((plan.get("metrics") or {}).get("scrapers") or [])
     iface = node["cluster_interface"]
     if not re.match(r"^[A-Za-z0-9_.-]{1,15}\Z", str(iface)):
         raise ValueError("%s: cluster_interface %r is not an interface name" % (host, iface))
@@ -91,7 +96,9 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
         "table inet %s {" % table,
     ]
     for name, family, nets in (("cluster_v4", "ipv4_addr", cluster4), ("cluster_v6", "ipv6_addr", cluster6),
-                               ("client_v4", "ipv4_addr", client4), ("client_v6", "ipv6_addr", client6)):
+                               ("client_v4", "ipv4_addr", client4), ("client_v6", "ipv6_addr", client6),
+                               ("scrapers_v4", "ipv4_addr", scrape4 if scrape else []),
+                               ("scrapers_v6", "ipv6_addr", scrape6 if scrape else [])):
         if nets:
             lines.append("\tset %s { type %s; flags interval; elements = { %s } }" % (name, family, ", ".join(nets)))
     lines += [
@@ -101,6 +108,14 @@ def nft_ruleset(plan, host, client_cidrs=(), ssh_ports=(22,), dynamic_ports="327
         "\t\tct state established,related accept",
         "\t\ttcp dport { %s } accept comment \"ssh is never locked out\"" % ", ".join(str(p) for p in ssh),
     ]
+    if scrape:
+        # Before the cluster's accept: other cluster members may not read a node's metrics either.
+        scrape_words = ", ".join(str(p) for p in scrape)
+        for family, name, nets in (("ip", "scrapers_v4", scrape4), ("ip6", "scrapers_v6", scrape6)):
+            if nets:
+                lines.append('\t\ttcp dport { %s } %s saddr @%s accept comment "metrics: the Prometheus host"'
+                             % (scrape_words, family, name))
+        lines.append('\t\ttcp dport { %s } drop comment "metrics: only the Prometheus host"' % scrape_words)
     for family, name, nets in (("ip", "cluster_v4", cluster4), ("ip6", "cluster_v6", cluster6)):
         if nets:
             lines.append('\t\tiifname "%s" %s saddr @%s accept comment "cluster traffic, NCCL/gloo included"'

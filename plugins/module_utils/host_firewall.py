@@ -14,6 +14,7 @@ import ipaddress
 import re
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.firewall import _ports, api_ports, check_port, check_range
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.metrics import cluster_only_ports, scrape_only_ports
 
 BACKENDS = ("auto", "nftables", "firewalld", "ufw")
 ZONE = "sglang"
@@ -33,7 +34,8 @@ def openings(plan, host, client_cidrs=(), dynamic_ports="32768-60999", ssh_ports
     """
     single, ranges = _ports(plan, host)
     api = api_ports(plan, host)
-    cluster_ports = [str(p) for p in sorted(set(single) | set(api))] + ranges
+    # Metrics ports too: the collection's own table then narrows them to the Prometheus host.
+    cluster_ports = [str(p) for p in sorted(set(single) | set(api) | set(scrape_only_ports(plan, host)) | set(cluster_only_ports(plan, host)))] + ranges
     if dynamic_ports:
         cluster_ports.append(check_range(dynamic_ports, "%s: firewall_dynamic_ports" % host))
     cidrs = plan["cidrs"] or ["%s/%d" % (plan["nodes"][host]["cluster_ip"],

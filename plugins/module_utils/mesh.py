@@ -40,9 +40,11 @@ while seen and min(seen.values()) < peers and time.time() < deadline:
 def mesh_ports(node):
     """The ports of `node` that peers must reach: every fixed Ray/SGLang port, the first and
     last Ray worker port, and the first ports above dist-init (SGLang's TCPStore neighbours).
-    The dashboard and the Ray client port are left out: they must not be reachable."""
+    The dashboard and the Ray client port are left out: they must not be reachable; so are Ray's
+    metrics ports, which only the Prometheus host reaches (module_utils/metrics.py)."""
     ports = node["ports"]
-    wanted = {v for k, v in ports.items() if k not in ("ray_dashboard_port", "ray_client_server_port")}
+    wanted = {v for k, v in ports.items() if k not in ("ray_dashboard_port", "ray_client_server_port",
+                                                       "ray_metrics_export_port", "ray_autoscaler_metrics_port")}
     dist = ports.get("sglang_dist_init_port")
     if dist:
         wanted.update(range(dist, dist + 5))

@@ -8,6 +8,8 @@ decides, renders the table and the JSON.
 
 from __future__ import annotations
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import metrics
+
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
 
 
@@ -214,7 +216,24 @@ def verify_rows(results, plan, gpu_real, server=None):
         rows.append(_router_row(plan, results, server))
     if plan.get("pd"):
         rows += _pd_rows(plan, results, server)
+    rows += _metrics_rows(plan, results, server)
     return rows
+
+
+def _metrics_rows(plan, results, server):
+    """Every scrape target as Prometheus reports it (module_utils/metrics.py decides)."""
+    metrics_plan = plan.get("metrics")
+    if not metrics_plan:
+        return []
+    if not metrics_plan.get("prometheus"):
+        return [row("metrics", plan["hosts"][0], NOT_RUN, "no Prometheus of ours (cluster_prometheus_host unset)%s"
+                    % ("; targets written to %s" % metrics_plan["file_sd"] if metrics_plan.get("file_sd") else ""))]
+    answer = (results.get(metrics_plan["prometheus"]["host"], {}).get("metrics_targets") or {})
+    if server is None:
+        return [row("metrics", metrics_plan["prometheus"]["host"], NOT_RUN, "the sglang_server role has not run")]
+    router_start = all(d["start"] for d in server.values())
+    return metrics.target_rows(plan, server, answer.get("json") if answer.get("status") == 200 else None, row,
+                               router_start)
 
 
 def render(rows, header=()):

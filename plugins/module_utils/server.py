@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import rdma
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.metrics import FENCE_METRICS_FILE
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     BACKENDS,
     format_hostport,
@@ -180,6 +181,9 @@ def group_units(plan, group_name, opts):
         # A hub id SGLang downloads itself: at the pinned revision, not whatever `main` is today.
         base += ["--revision", group["model_revision"]]
     common_tail = ["--host", listen_host(plan, opts.get("host")), "--port", str(group["http_port"])]
+    if plan.get("metrics"):
+        # /metrics on the HTTP port of every rank (rank 0's API, the other ranks' health server).
+        common_tail += ["--enable-metrics"]
     for key, flag in (("watchdog_timeout", "--watchdog-timeout"), ("dist_timeout", "--dist-timeout")):
         if group.get(key) is not None:
             common_tail += [flag, str(group[key])]
@@ -276,6 +280,9 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
     if node["node_rank"] == 0:
         # /run/<fence unit>: the unit's RuntimeDirectory.
         argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(plan, group_name)]
+        if plan.get("metrics"):
+            # Beside it, for the node exporter's textfile collector (module_utils/metrics.py).
+            argv += ["--metrics", "/run/%s/%s" % (fence_unit_name(plan, group_name), FENCE_METRICS_FILE)]
         if health and health.get("failures"):
             argv += ["--health-url", group["local_url"] + "/health_generate",
                      "--health-interval", str(health["interval"]), "--health-failures", str(health["failures"])]
@@ -306,7 +313,12 @@ def router_unit(plan, opts):
         targets = ["--worker-urls"] + list(router["workers"])
     argv = [venv_python(plan["layout"]["venv_dir"]), plan["layout"]["files"]["launcher"], "--router"] + targets + [
         "--host", listen_host(plan, opts.get("host")), "--port", str(router["port"]),
-        "--policy", opts.get("router_policy") or "cache_aware"] + list(opts.get("router_args") or [])
+        "--policy", opts.get("router_policy") or "cache_aware"]
+    # The router always serves Prometheus metrics, on 0.0.0.0:29000 unless told: on the cluster
+    # address with metrics on (the firewall admits the Prometheus host only), else loopback.
+    argv += ["--prometheus-host", node["cluster_ip"] if plan.get("metrics") else plan.get("loopback", "127.0.0.1"),
+             "--prometheus-port", str(router["metrics_port"])]
+    argv += list(opts.get("router_args") or [])
     env = {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "SGLANG_HOST_IP": node["cluster_ip"]}
     unit = plan["layout"]["units"]["router"]
     return {router["host"]: _with_credentials(dict(unit=unit, argv=argv, env=env),

@@ -129,6 +129,7 @@ def test_remove_keeping_the_models(snapshot):
         assert left and all(p == models or p.startswith(models + "/") for p in left), (host, left)
         assert not [u for u in state["users"] if u.startswith(USER + ":")], host
         units = {LAYOUT["units"]["ray"], LAYOUT["units"]["firewall"], LAYOUT["units"]["router"],
+                 LAYOUT["units"]["node_exporter"], LAYOUT["units"]["prometheus"],
                  *LAYOUT["units"]["servers"].values(), *LAYOUT["units"]["fences"].values()}
         assert not [u for u in state["unit files"] if u.split(".service")[0] in units], host
         gone = (LAYOUT["venv_dir"], LAYOUT["config_dir"], LAYOUT["libexec_dir"], LAYOUT["files"]["ray_cli"])

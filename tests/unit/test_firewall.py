@@ -43,7 +43,8 @@ def test_router_port_is_a_client_port_on_the_router_host_only():
     inv = {h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=8, sglang_model_path="m",
                    sglang_router=True) for h, ip in (("a", "10.0.0.10"), ("b", "10.0.0.11"))}
     plan = build_plan({"g": ["a", "b"]}, inv)
-    assert plan["router"] == {"host": "a", "ip": "10.0.0.10", "port": 30080, "workers": ["http://10.0.0.10:30000"],
+    assert plan["router"] == {"host": "a", "ip": "10.0.0.10", "port": 30080, "metrics_port": 29000,
+                              "workers": ["http://10.0.0.10:30000"],
                               "local_url": "http://127.0.0.1:30080", "scheme": "http"}
     assert "tcp dport { 30000, 30080 } drop" in nft_ruleset(plan, "a", ["192.0.2.0/24"])
     assert "tcp dport { 30000 } drop" in nft_ruleset(plan, "b", ["192.0.2.0/24"])

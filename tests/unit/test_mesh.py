@@ -85,7 +85,8 @@ def test_free_ports_sees_a_bound_port():
 def test_mesh_ports_from_plan():
     hv = {"a": dict(ansible_host="10.0.0.1", cluster_interface="eth0", cluster_gpus_per_node=1, sglang_model_path="m")}
     ports = mesh.mesh_ports(build_plan({"g": ["a"]}, hv)["nodes"]["a"])
-    assert {6379, 6380, 6385, 11000, 11499, 20000, 20004, 30000} <= set(ports)
+    assert {6379, 6380, 11000, 11499, 20000, 20004, 30000} <= set(ports)
+    assert 6385 not in ports and 6386 not in ports  # Ray's metrics: only the Prometheus host reaches them
     assert 8265 not in ports and 10001 not in ports and 11001 not in ports
 
 

@@ -33,7 +33,9 @@ def test_healthy_cpu_cluster():
     assert {r["status"] for r in rows if r["check"] in ("ray unit", "port mesh", "collective", "GPU placement")} == {"pass"}
     served = [r for r in rows if r["check"] in ("health_generate", "v1/models", "test generation", "benchmark")]
     assert len(served) == 4 and all(r["status"] == "not run" and "no GPU" in r["reason"] for r in served)
-    assert render(rows)[-1] == "14 passed, 0 failed, 5 not run"
+    # The 6th: metrics, with no Prometheus of ours to ask (cluster_prometheus_host unset).
+    assert status(rows, "metrics", "a")["status"] == "not run"
+    assert render(rows)[-1] == "14 passed, 0 failed, 6 not run"
 
 
 NOT_STARTED = {"g": {"start": False, "reason": "not started: no GPU (cluster_gpus_fake on a, b)"}}
@@ -59,7 +61,7 @@ def test_running_group_probed_at_rank0():
     health = {"ok": True, "reason": "2 scheduler(s), 9000 MiB on the GPUs"}
     rows = verify_rows(results(a={"server_unit": UNIT_OK, "server_health": health, "probe": PROBE},
                                b={"server_unit": UNIT_OK, "server_health": health}), PLAN, True, STARTED)
-    assert all(r["status"] == "pass" for r in rows if r["check"] not in ("GPU placement",)), render(rows)
+    assert all(r["status"] == "pass" for r in rows if r["check"] not in ("GPU placement", "metrics")), render(rows)
     assert "TTFT p50 40 ms p99 90 ms" in status(rows, "benchmark", "a")["reason"]
 
 

@@ -21,8 +21,8 @@ def test_specs_are_read_from_the_collections_roles():
     # Every role and every entry point counts.
     assert "plan" in role_specs.roles() and "sglang_server" in role_specs.roles()
     assert inputs.namespaces(role_specs.roles()) == (
-        "cluster_", "firewall_", "gpu_driver_", "preflight_", "ray_", "sglang_", "sglang_server_", "slurm_job_",
-        "verify_")
+        "cluster_", "firewall_", "gpu_driver_", "monitoring_", "preflight_", "ray_", "sglang_", "sglang_server_",
+        "slurm_job_", "verify_")
 
 
 def test_plan_spec_is_raw_and_names_each_type():
