@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import node_spec, redact, server
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import node_spec, redact, rolling, server
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.filters import wrap_errors
 
 
 class FilterModule:
     """`plan | node_spec(host, settings)`, `argv | server_validation_argv(launcher)`,
-    `argv | server_router_validation_argv(launcher)`, `text | redact(secrets)`."""
+    `argv | server_router_validation_argv(launcher)`, `text | redact(secrets)`,
+    `plan | server_roll_plan(changed_hosts, settings)`, `plan | server_router_auth`."""
 
     def filters(self):
         return {
@@ -16,4 +17,6 @@ class FilterModule:
             "server_validation_argv": wrap_errors(server.validation_argv),
             "server_router_validation_argv": wrap_errors(server.router_validation_argv),
             "redact": redact.redact,
+            "server_roll_plan": wrap_errors(rolling.roll_plan),
+            "server_router_auth": wrap_errors(rolling.router_auth),
         }

@@ -603,13 +603,15 @@ def _router(chk, all_hosts, groups, nodes):
         chk.fail(host, "sglang_router_metrics_port", "port %d is also %s on the router host"
                  % (metrics_port, taken.get(metrics_port, "sglang_router_port")),
                  "give the router's metrics a port of their own")
-    workers = []
-    for spec in groups.values():
+    # group_workers: each group's worker URL, the name the router's worker API knows it by
+    # (rolling restarts take a group out and put it back by it).
+    group_workers = {}
+    for name, spec in groups.items():
         ip = nodes[spec["rank0"]]["cluster_ip"]
         if ip and spec.get("http_port"):
-            workers.append("%s://%s" % (nodes[spec["rank0"]]["api_scheme"], format_hostport(ip, spec["http_port"])))
+            group_workers[name] = "%s://%s" % (nodes[spec["rank0"]]["api_scheme"], format_hostport(ip, spec["http_port"]))
     return {"host": host, "ip": nodes[host]["cluster_ip"], "port": port, "metrics_port": metrics_port,
-            "workers": workers}
+            "workers": list(group_workers.values()), "group_workers": group_workers}
 
 
 def _check_tls(chk, hosts):

@@ -45,7 +45,8 @@ def test_router_port_is_a_client_port_on_the_router_host_only():
     plan = build_plan({"g": ["a", "b"]}, inv)
     assert plan["router"] == {"host": "a", "ip": "10.0.0.10", "port": 30080, "metrics_port": 29000,
                               "workers": ["http://10.0.0.10:30000"],
-                              "local_url": "http://127.0.0.1:30080", "scheme": "http"}
+                              "local_url": "http://127.0.0.1:30080", "scheme": "http",
+                              "group_workers": {"g": "http://10.0.0.10:30000"}}
     assert "tcp dport { 30000, 30080 } drop" in nft_ruleset(plan, "a", ["192.0.2.0/24"])
     assert "tcp dport { 30000 } drop" in nft_ruleset(plan, "b", ["192.0.2.0/24"])
 
