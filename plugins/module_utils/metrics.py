@@ -206,8 +206,8 @@ def prometheus_config(plan, start, rules_file, ca_file=None, interval="15s"):
 def file_sd(plan, start):
     """The file_sd target list a site's own Prometheus reads: one entry per target, with a
     `job` label (one scrape job over the file can relabel on it)."""
-    return [{"targets": [t["address"]], "labels": dict({k: v for k, v in t["labels"].items() if k != "scheme"},
-                                                        job=t["job"])}
+    return [{"targets": [t["address"]],
+             "labels": dict({k: v for k, v in t["labels"].items() if k != "scheme"}, job=t["job"])}
             for t in targets(plan, start)]
 
 
@@ -305,8 +305,8 @@ def target_rows(plan, start, answer, row, router_start=True):
             rows.append(row(check, node, "not run", "%s down: the router is not started (no group runs)"
                             % target["address"]))
         else:
-            rows.append(row(check, node, "fail", "%s %s: %s" % (target["address"], got.get("health"),
-                                                              got.get("lastError") or "?")))
+            rows.append(row(check, node, "fail", "%s %s: %s" % (
+                target["address"], got.get("health"), got.get("lastError") or "?")))
     for group, reason in not_scraped(plan, start):
         for host in plan["groups"][group]["hosts"]:
             rows.append(row("metrics sglang", host, "not run", reason))

@@ -45,6 +45,12 @@ options:
     description: Seconds to wait for the router (remove, add) or for the worker to drain.
     type: float
     default: 60
+attributes:
+  check_mode:
+    support: full
+    description: In check mode it calls nothing and reports what it would do.
+author:
+  - sglang_ops maintainers (@sglang-ops)
 """
 
 EXAMPLES = r"""
@@ -178,9 +184,9 @@ def main():
             workers = listing()
         left = rolling.to_remove(workers, p["workers"])
         if left:
-            module.fail_json(msg="the router still lists %s %.0f s after their removal" % (", ".join(u for _, u in left), p["wait"]),
+            module.fail_json(msg="the router still lists %s %.0f s after their removal" % (", ".join(u for _wid, u in left), p["wait"]),
                              workers_listed=shown(workers))
-        module.exit_json(changed=bool(gone), changed_workers=[u for _, u in gone], workers_listed=shown(workers),
+        module.exit_json(changed=bool(gone), changed_workers=[u for _wid, u in gone], workers_listed=shown(workers),
                          healthy_others=rolling.healthy_others(workers, p["workers"]),
                          seconds=round(time.monotonic() - t0, 1))
 

@@ -159,18 +159,19 @@ def main():
     environ = {str(k): str(v) for k, v in p["environ"].items()}
     paths = (venv_paths(p["venv"]) if p["venv"] else []) + list(p["files"])
     key = stamp_key(p["argv"], environ, paths, p["inputs"])
-    result = dict(changed=False, key=key, cached=False)
+    result = dict(changed=False, key=key)
     if p["action"] == "record":
         written = False if module.check_mode else write_stamp(p["stamp"], key)
-        module.exit_json(rc=0, stdout="", stderr="", stdout_lines=[], stderr_lines=[], written=written, **result)
+        module.exit_json(rc=0, stdout="", stderr="", stdout_lines=[], stderr_lines=[], written=written, cached=False,
+                         **result)
     stamp = read_stamp(p["stamp"])
     if p["action"] == "compare":
         module.exit_json(rc=0, stdout="", stderr="", stdout_lines=[], stderr_lines=[],
-                         **dict(result, cached=matches(stamp, key) and not p["force"]))
+                         cached=matches(stamp, key) and not p["force"], **result)
     if matches(stamp, key) and not p["force"]:
         out = stamp["stdout"]
-        module.exit_json(rc=0, stdout=out, stderr="", stdout_lines=out.splitlines(), stderr_lines=[],
-                         **dict(result, cached=True))
+        module.exit_json(rc=0, stdout=out, stderr="", stdout_lines=out.splitlines(), stderr_lines=[], cached=True,
+                         **result)
 
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     preexec, cwd = None, "/"
@@ -178,18 +179,18 @@ def main():
         try:
             preexec, identity, cwd = as_user(p["user"])
         except KeyError:
-            module.fail_json(msg="stamped_check: no user %r on this node" % p["user"], **result)
+            module.fail_json(msg="stamped_check: no user %r on this node" % p["user"], cached=False, **result)
         env.update(identity)
         cwd = cwd if os.path.isdir(cwd) else "/"
     env.update(environ)
     try:
         proc = subprocess.run(p["argv"], env=env, cwd=cwd, preexec_fn=preexec, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=p["timeout"])
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=p["timeout"], check=False)
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, out, err = 124, exc.stdout or b"", (exc.stderr or b"") + b"\ntimed out after %d s" % p["timeout"]
     except OSError as exc:
-        module.fail_json(msg="stamped_check: cannot run %s: %s" % (p["argv"][0], exc), **result)
+        module.fail_json(msg="stamped_check: cannot run %s: %s" % (p["argv"][0], exc), cached=False, **result)
     out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     if rc == 0 and not module.check_mode:
         try:
@@ -198,7 +199,7 @@ def main():
             module.warn("stamped_check: the stamp %s was not written (%s): the check runs again next time"
                         % (p["stamp"], exc))
     module.exit_json(rc=rc, stdout=out, stderr=err, stdout_lines=out.splitlines(),
-                     stderr_lines=err.splitlines(), **result)
+                     stderr_lines=err.splitlines(), cached=False, **result)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def test_targets_without_gpus_leave_sglang_out():
 def test_targets_with_gpus_scrape_every_rank_and_dcgm():
     plan = make_plan(fake=False, cluster_prometheus_host="a", cluster_dcgm_exporter=True)
     got = {(t["job"], t["address"]): t["labels"] for t in metrics.targets(plan, REAL)}
-    assert got[("sglang", "10.0.0.10:30000")] == {"node": "a", "group": "g", "rank": "0", "role": "server",
-                                                 "scheme": "http"}
+    assert got[("sglang", "10.0.0.10:30000")] == {
+        "node": "a", "group": "g", "rank": "0", "role": "server", "scheme": "http"}
     assert ("sglang", "10.0.0.11:30000") in got and ("dcgm", "10.0.0.11:9400") in got
 
 

@@ -14,7 +14,7 @@ def plan_for(groups, router=True, **extra):
     hv, model_groups, n = {}, {}, 0
     for index, (name, count) in enumerate(groups.items()):
         model_groups[name] = []
-        for _ in range(count):
+        for _node in range(count):
             host = "gpu%d" % n
             hv[host] = dict(ansible_host="10.0.0.%d" % (10 + n), cluster_interface="eth0", cluster_gpus_per_node=8,
                             sglang_model_path="/models/m", sglang_port=30000 + index,

@@ -63,7 +63,7 @@ def run_module(tmp_path, **args):
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "collections")), cwd=tmp_path)
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "collections")), cwd=tmp_path, check=False)
     return json.loads(proc.stdout)
 
 
@@ -80,13 +80,15 @@ def test_module_runs_a_check_once_per_distinct_input(tmp_path):
     assert run_module(tmp_path, force=True, **common)["cached"] is False  # force runs it
     dep.write_text("v2!")  # a file it depends on changed
     assert run_module(tmp_path, **common)["cached"] is False
-    assert run_module(tmp_path, **dict(common, environ={"CHECK_ENV": "env-b"}))["stdout_lines"][0] == "env-b"
+    other_env = dict(common)
+    other_env["environ"] = {"CHECK_ENV": "env-b"}
+    assert run_module(tmp_path, **other_env)["stdout_lines"][0] == "env-b"
     assert counter.read_text().count("run") == 4
 
 
 def test_module_never_stamps_a_failed_check(tmp_path):
     common = dict(argv=["sh", "-c", "echo bad >&2; exit 3"], stamp=str(tmp_path / "checked/c"))
-    for _ in range(2):
+    for _attempt in range(2):
         result = run_module(tmp_path, **common)
         assert result["rc"] == 3 and not result["cached"] and result["stderr_lines"] == ["bad"]
     assert not (tmp_path / "checked/c").exists()
