@@ -60,6 +60,8 @@ def test_ray_binds_only_planned_ports(deployed):
     # The fixed set (GCS .. autoscaler metrics), the client server (token-protected, firewalled)
     # and the worker range: nothing else, whatever Ray finds installed in the venv.
     planned = set(range(6379, 6387)) | {10001} | set(range(11000, 11500))
+    # The node exporter and Prometheus run as the same cluster user, on their own planned ports.
+    planned |= {DEFAULTS["cluster_node_exporter_port"], DEFAULTS["cluster_prometheus_port"]}
     for host in (H1, H2):
         uid = on_host(host, "id -u sglang").strip()
         ports = listening(host, uid)
