@@ -449,7 +449,7 @@ CHECKS = ("rdma stack", "rdma devices", "rdma ports", "rdma link", "rdma gid", "
 def report(plan, facts_by_host, bandwidth=None, floor_gbps=DEFAULT_BW_FLOOR_GBPS):
     """{verdicts, problems, table (lines: check x node), summary} for preflight to print."""
     verdicts = judge(plan, facts_by_host, bandwidth, floor_gbps)
-    hosts = list(verdicts)
+    hosts = sorted(verdicts)  # one order in the table and the notes, whatever order facts arrived in
     width = max([len(c) for c in CHECKS] + [5]) + 2
     cols = [max(len(h), 8) + 2 for h in hosts]
     table = ["check".ljust(width) + "".join(h.ljust(w) for h, w in zip(hosts, cols))]
