@@ -27,8 +27,12 @@ def test_second_deploy_changes_nothing(deployed):
 def test_verify_reports_nodes_and_gpus(deployed):
     run = playbook("playbooks/verify.yml")
     assert run.rc == 0
-    assert "17 passed, 0 failed, 7 not run" in run.out
+    assert "17 passed, 0 failed, 8 not run" in run.out
     report = json.loads((ROOT / "verify-report.json").read_text())
+    # The lab inventory plans no Prometheus: the one metrics row says so, and why.
+    metrics = [c for c in report["checks"] if c["check"].startswith("metrics")]
+    assert [(c["status"], c["reason"]) for c in metrics] == [
+        ("not run", "no Prometheus of ours (cluster_prometheus_host unset)")], metrics
     # The server checks say why they did not run; nothing pretends a server answered.
     served = {c["check"]: c for c in report["checks"] if c["node"] == H1}
     for check in ("server rank", "health_generate", "v1/models", "api key enforced", "test generation", "benchmark"):
@@ -67,7 +71,7 @@ def test_installed_collection_runs_by_fqcn(deployed, tmp_path):
                              env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True).stdout
     assert str(tmp_path / "colls") in listing
     run = playbook("sglang_ops.cluster.verify", inv, env=env, cwd=tmp_path)
-    assert run.rc == 0 and "17 passed, 0 failed, 7 not run" in run.out
+    assert run.rc == 0 and "17 passed, 0 failed, 8 not run" in run.out
 
 
 def test_invalid_inventory_is_refused_before_any_connection(deployed, tmp_path):
