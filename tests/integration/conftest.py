@@ -143,3 +143,40 @@ def wait_for(predicate, timeout=60):
             return time.monotonic() - t0
         time.sleep(0.5)
     raise AssertionError("timed out")
+
+
+# Which of the given [address, port] pairs accept a TCP connection: run with `python3 -c PORT_SCAN
+# '<json list>'` where the scan must come from (a lab host, the outsider, the controller).
+# Bounded: every pair once, 0.5 s timeout, 64 threads.
+PORT_SCAN = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+targets = json.loads(sys.argv[1])
+def probe(t):
+    addr, port = t
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    s.settimeout(0.5)
+    try:
+        s.connect((addr, port)); return [addr, port]
+    except OSError:
+        return None
+    finally:
+        s.close()
+with ThreadPoolExecutor(64) as pool:
+    print(json.dumps([r for r in pool.map(probe, targets) if r]))
+"""
+
+# The test double of an SGLang rank's HTTP side (tests only, never deployed or verified).
+DOUBLE = ROOT / "tests/integration/doubles/sglang_rank_double.py"
+
+
+def run_double_in(host, unit, port, directory, args=""):
+    """A drop-in makes the server unit run the test double (in `directory`, a tmpfs path) on
+    `port` instead of SGLang, with its GPU condition reset; undone by removing the drop-in."""
+    subprocess.run(["podman", "exec", "-i", host, "sh", "-c", "mkdir -p %s && cat > %s/double.py" % (directory, directory)],
+                   input=DOUBLE.read_text(), text=True, check=True)
+    on_host(host, "mkdir -p /etc/systemd/system/%s.service.d && printf '[Unit]\\nConditionPathExistsGlob=\\n"
+            "ConditionPathExists=\\n[Service]\\nExecStart=\\nExecStart=/bin/bash -c \"exec -a "
+            "sglang::scheduler_test_double /usr/bin/python3 %s/double.py --port %d%s\"\\n' > "
+            "/etc/systemd/system/%s.service.d/test-double.conf && systemctl daemon-reload"
+            % (unit, directory, port, (" " + args) if args else "", unit))

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import H1, H2, INVENTORY, ROOT, on_host
+from conftest import H1, H2, INVENTORY, ROOT, on_host, run_double_in
 
 GROUP = "lab_model"
 UNIT = "sglang-server-" + GROUP
@@ -23,7 +22,6 @@ ROUTER = "sglang-router"
 CLI = [sys.executable, "-m", "sglang_ops_cli"]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "cli")] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
            ANSIBLE_NOCOLOR="1")
-DOUBLE = ROOT / "tests/integration/doubles/sglang_rank_double.py"
 DOUBLE_DIR = "/run/sglang-ops-test-double"
 
 
@@ -145,13 +143,7 @@ def stand_ins(deployed, tmp_path):
     """The server units run the test double (drop-in), and an inventory source that says the
     group starts (sglang_server_start: always); everything is undone afterwards."""
     for host, port in ((H1, 30000), (H2, 0)):
-        subprocess.run(["podman", "exec", "-i", host, "sh", "-c", "mkdir -p %s && cat > %s/double.py" % (DOUBLE_DIR, DOUBLE_DIR)],
-                       input=DOUBLE.read_text(), text=True, check=True)
-        on_host(host, "mkdir -p /etc/systemd/system/%s.service.d && printf '[Unit]\\nConditionPathExistsGlob=\\n"
-                "ConditionPathExists=\\n[Service]\\nExecStart=\\nExecStart=/bin/bash -c \"exec -a "
-                "sglang::scheduler_test_double /usr/bin/python3 %s/double.py --port %d\"\\n' > "
-                "/etc/systemd/system/%s.service.d/test-double.conf && systemctl daemon-reload"
-                % (UNIT, DOUBLE_DIR, port, UNIT))
+        run_double_in(host, UNIT, port, DOUBLE_DIR)
     extra = tmp_path / "start.yml"
     extra.write_text(yaml.safe_dump({"all": {"children": {GROUP: {"vars": {"sglang_server_start": "always"}}}}}))
     yield [INVENTORY, extra]

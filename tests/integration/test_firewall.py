@@ -10,7 +10,7 @@ import yaml
 
 import lab
 
-from conftest import FIRST, H1, H2, HOSTS, INVENTORY, IP1, IP2, PREFIX, ROOT, on_host, playbook
+from conftest import FIRST, H1, H2, HOSTS, INVENTORY, IP1, IP2, PORT_SCAN, PREFIX, ROOT, on_host, playbook
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, FIREWALL_UNIT
 
 OUTSIDER = f"{PREFIX}-outsider"
@@ -19,29 +19,11 @@ OUT_IP4 = lab.host_ipv4(61, FIRST)  # on the lab bridge, outside the nodes' /32s
 OUT_IP6 = lab.host_ipv6(61, FIRST)
 PORTS = sorted({6379, 8265, 10001, 11000, 11499, 30080} | set(range(6380, 6387)) | set(range(20000, 20101)))
 
-# Bounded scan: every (address, port) once, 0.5 s timeout, 64 threads.
-SCAN = r"""
-import json, socket, sys
-from concurrent.futures import ThreadPoolExecutor
-targets = json.loads(sys.argv[1])
-def probe(t):
-    addr, port = t
-    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-    s.settimeout(0.5)
-    try:
-        s.connect((addr, port)); return [addr, port]
-    except OSError:
-        return None
-    finally:
-        s.close()
-with ThreadPoolExecutor(64) as pool:
-    print(json.dumps([r for r in pool.map(probe, targets) if r]))
-"""
 
 
 def scan():
     targets = [[a, p] for pair in NODES.values() for a in pair for p in PORTS]
-    out = subprocess.run(["podman", "exec", OUTSIDER, "python3", "-c", SCAN, json.dumps(targets)],
+    out = subprocess.run(["podman", "exec", OUTSIDER, "python3", "-c", PORT_SCAN, json.dumps(targets)],
                          check=True, stdout=subprocess.PIPE, text=True, timeout=120).stdout
     return [tuple(x) for x in json.loads(out)]
 

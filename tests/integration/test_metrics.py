@@ -19,7 +19,7 @@ import urllib.parse
 import pytest
 import yaml
 
-from conftest import FENCE, H1, H2, INVENTORY, IP1, IP2, on_host, playbook
+from conftest import FENCE, H1, H2, INVENTORY, IP1, IP2, PORT_SCAN, on_host, playbook
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, ROUTER_UNIT
 
 PROM = "http://%s:%d" % (IP1, DEFAULTS["cluster_prometheus_port"])
@@ -30,18 +30,6 @@ NODE, RAY, RAY_AGENT, ROUTER = (DEFAULTS["cluster_node_exporter_port"], DEFAULTS
 WANT = {("node", "%s:%d" % (IP1, NODE)), ("node", "%s:%d" % (IP2, NODE)), ("ray", "%s:%d" % (IP1, RAY)),
         ("router", "%s:%d" % (IP1, ROUTER))}
 TAGS = ["--tags", "firewall,monitoring"]
-SCAN = r"""
-import json, socket, sys
-def probe(addr, port):
-    s = socket.socket(); s.settimeout(0.5)
-    try:
-        s.connect((addr, port)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-print(json.dumps([[a, p] for a, p in json.loads(sys.argv[1]) if probe(a, p)]))
-"""
 
 
 def prometheus(path):
@@ -137,7 +125,7 @@ def test_metrics_ports_answer_the_prometheus_host_only(monitored):
     ports = [NODE, RAY, RAY_AGENT, ROUTER, DEFAULTS["cluster_prometheus_port"]]
     targets = [[ip, p] for ip in (IP1, IP2) for p in ports]
     t0 = time.monotonic()
-    outside = json.loads(subprocess.run(["python3", "-c", SCAN, json.dumps(targets)], check=True,
+    outside = json.loads(subprocess.run(["python3", "-c", PORT_SCAN, json.dumps(targets)], check=True,
                                         stdout=subprocess.PIPE, text=True, timeout=60).stdout)
     print("\noutsider scan of %d metrics ports: %d open, %.1f s" % (len(targets), len(outside), time.monotonic() - t0))
     assert outside == []

@@ -21,7 +21,7 @@ import os
 import pytest
 import yaml
 
-from conftest import FIRST, H1, H2, INVENTORY, IP1, IP2, LAB, PREFIX, ROOT, lab, on_host, playbook
+from conftest import FIRST, H1, H2, INVENTORY, IP1, IP2, LAB, PORT_SCAN, PREFIX, ROOT, lab, on_host, playbook
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS
 
@@ -34,18 +34,6 @@ PD_PREFIX = PREFIX + "pd"
 H3_SPEC = lab.lab_hosts(PD_PREFIX, 1, FIRST + 2)[0]
 H3, IP3 = H3_SPEC["name"], H3_SPEC["ipv4"]
 BOOTSTRAP = 8998
-SCAN = r"""
-import json, socket, sys
-def probe(addr, port):
-    s = socket.socket(); s.settimeout(0.5)
-    try:
-        s.connect((addr, port)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-print(json.dumps([[a, p] for a, p in json.loads(sys.argv[1]) if probe(a, p)]))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +147,10 @@ def test_bootstrap_port_in_mesh_and_closed_to_an_outsider(pd_inventory, pd_deplo
     try:
         time.sleep(2)
         target = json.dumps([[IP1, BOOTSTRAP]])
-        inside = subprocess.run(["podman", "exec", H2, "python3", "-c", SCAN, target], check=True,
+        inside = subprocess.run(["podman", "exec", H2, "python3", "-c", PORT_SCAN, target], check=True,
                                 stdout=subprocess.PIPE, text=True, timeout=60).stdout
         assert json.loads(inside) == [[IP1, BOOTSTRAP]]
-        outside = subprocess.run(["python3", "-c", SCAN, target], check=True, stdout=subprocess.PIPE, text=True,
+        outside = subprocess.run(["python3", "-c", PORT_SCAN, target], check=True, stdout=subprocess.PIPE, text=True,
                                  timeout=60).stdout
         assert json.loads(outside) == []
     finally:

@@ -16,12 +16,11 @@ import secrets
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import H1, H2, INVENTORY, IP1, IP2, ROOT, on_host, playbook, wait_for
+from conftest import H1, H2, INVENTORY, IP1, IP2, ROOT, on_host, playbook, run_double_in, wait_for
 
 # The lab group's port on both hosts: the firewall deployed for the lab already lets cluster
 # members reach it, so the server play alone deploys and restores (no firewall or Ray play).
@@ -29,7 +28,6 @@ GROUPS = {"roll_a": (H1, IP1, 30000), "roll_b": (H2, IP2, 30000)}
 UNIT = "sglang-server-%s"
 ROUTER = "sglang-router"
 ROUTER_PORT = 30080
-DOUBLE = Path(__file__).parent / "doubles" / "sglang_rank_double.py"
 DOUBLE_DIR = "/run/sglang-roll-double"  # tmpfs: nothing of it outlives the host's run
 UNHEALTHY = DOUBLE_DIR + "/unhealthy"
 BASE_ARGS = ["--load-format", "dummy"]
@@ -149,13 +147,7 @@ def two_groups(deployed, tmp_path_factory):
                                      "sglang_server_api_key": key, "sglang_server_ready_timeout": 20,
                                      "sglang_server_drain_timeout": 20}))
     for group, (host, _, port) in GROUPS.items():
-        subprocess.run(["podman", "exec", "-i", host, "sh", "-c", "mkdir -p %s && cat > %s/double.py" % (DOUBLE_DIR, DOUBLE_DIR)],
-                       input=DOUBLE.read_text(), text=True, check=True)
-        on_host(host, "mkdir -p /etc/systemd/system/%s.service.d && printf '[Unit]\\nConditionPathExistsGlob=\\n"
-                "ConditionPathExists=\\n[Service]\\nExecStart=\\nExecStart=/bin/bash -c \"exec -a "
-                "sglang::scheduler_test_double /usr/bin/python3 %s/double.py --port %d --unhealthy-if %s\"\\n' > "
-                "/etc/systemd/system/%s.service.d/test-double.conf && systemctl daemon-reload"
-                % (UNIT % group, DOUBLE_DIR, port, UNHEALTHY, UNIT % group))
+        run_double_in(host, UNIT % group, port, DOUBLE_DIR, "--unhealthy-if %s" % UNHEALTHY)
     on_host(H1, "systemctl stop %s" % ROUTER)  # as the lab leaves it (its group does not start)
     t0 = time.monotonic()
     # The first deploy of two groups: no router runs yet, so they start together, then the router.
