@@ -69,28 +69,30 @@ def source_problem(source, model_path, src_dir=None, repo=None):
     return None
 
 
-def listing(root):
-    """{relative path: size} of a model directory, without the .cache folder downloads leave."""
-    files = {}
+def _files(root):
+    """(relative path, stat) of every file of a model directory, without the .cache folder
+    downloads leave; a dangling link counts as missing."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not (dirpath == root and d == ".cache")]
         for name in filenames:
             full = os.path.join(dirpath, name)
             try:
-                files[os.path.relpath(full, root)] = os.stat(full).st_size
+                yield os.path.relpath(full, root), os.stat(full)
             except OSError:
-                continue  # a dangling link counts as missing
-    return files
+                continue
+
+
+def listing(root):
+    """{relative path: size} of a model directory."""
+    return {rel: st.st_size for rel, st in _files(root)}
 
 
 def manifest(root):
     """The controller's copy of a model: {files: {path: size}, key}. The key also covers each
     file's mtime, so an edit of the source that keeps a size still gives a new key."""
-    files, times = {}, []
-    for rel, size in sorted(listing(root).items()):
-        files[rel] = size
-        times.append([rel, size, os.stat(os.path.join(root, rel)).st_mtime_ns])
-    return {"files": files, "key": hashlib.sha256(json.dumps(times).encode()).hexdigest()}
+    entries = sorted((rel, st.st_size, st.st_mtime_ns) for rel, st in _files(root))
+    return {"files": {rel: size for rel, size, _mtime in entries},
+            "key": hashlib.sha256(json.dumps([list(e) for e in entries]).encode()).hexdigest()}
 
 
 def manifest_differences(files, wanted):
