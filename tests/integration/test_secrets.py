@@ -98,13 +98,17 @@ def test_vvv_never_prints_a_secret(deployed, tmp_path):
         # (checked against the test's CA) and refuses requests without the key.
         on_host(H1, "systemctl start sglang-router")
         https = "curl -s --cacert %s/tls-ca.pem https://%s:30080" % (CONFIG, IP1)
-        # Until the router answers at all (any HTTP status), at most 60 s on a loaded machine.
-        codes = on_host(H1, "for i in $(seq 60); do %s/health -m 2 -o /dev/null && break; "
-                        "sleep 1; done; for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
-                        "%s/v1/chat/completions -m 10 -o /dev/null -w '%%{http_code} ' -H \"$k\" -H 'Content-Type: application/json' "
-                        "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'; "
-                        "done" % (https, api_key, https)).split()
-        assert codes[:2] == ["401", "401"] and codes[2] == "503", codes  # 503: no server behind it
+        # Each request is repeated while curl gets no HTTP answer at all (000: the router still
+        # starting on a loaded machine, or a connection cut), at most 90 s each; a refusal is an HTTP
+        # status, so a repeat cannot turn a 401 into a pass. curl's exit codes go into the message.
+        answers = on_host(H1, "for k in 'X: none' 'Authorization: Bearer wrong' 'Authorization: Bearer %s'; do "
+                          "for i in $(seq 90); do a=$(%s/v1/chat/completions -m 10 -o /dev/null -w '%%{http_code}:%%{exitcode}' "
+                          "-H \"$k\" -H 'Content-Type: application/json' "
+                          "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'); "
+                          "case $a in 000:*) printf '%%s ' \"$a\"; sleep 1;; *) break;; esac; done; echo \"$a\"; done"
+                          % (api_key, https)).splitlines()
+        codes = [line.split()[-1].split(":")[0] for line in answers]
+        assert codes == ["401", "401", "503"], answers  # 503: no server behind it
         # Plain HTTP gets no HTTP answer at all; a client that does not trust the CA is refused.
         assert on_host(H1, "curl -s -m 10 -o /dev/null -w '%%{http_code}' http://%s:30080/health; echo \" $?\"" % IP1).split()[0] == "000"
         assert on_host(H1, "curl -s -m 10 -o /dev/null https://%s:30080/health; echo $?" % IP1).strip() == "60"
