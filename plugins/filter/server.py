@@ -9,7 +9,8 @@ from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.filters import 
 class FilterModule:
     """`plan | node_spec(host, settings)`, `argv | server_validation_argv(launcher)`,
     `argv | server_router_validation_argv(launcher)`, `text | redact(secrets)`,
-    `plan | server_roll_plan(changed_hosts, settings)`, `plan | server_router_auth`."""
+    `plan | server_roll_plan(changed_hosts, settings)`, `plan | server_router_auth`,
+    `secrets | server_credential_files(credentials, legacy)`."""
 
     def filters(self):
         return {
@@ -19,4 +20,5 @@ class FilterModule:
             "redact": redact.redact,
             "server_roll_plan": wrap_errors(rolling.roll_plan),
             "server_router_auth": wrap_errors(rolling.router_auth),
+            "server_credential_files": wrap_errors(server.credential_files),
         }

@@ -329,3 +329,17 @@ def router_validation_argv(argv, launcher):
     """The launcher's --validate form of the router's argv (its own parser, no start)."""
     i = argv.index(launcher)
     return argv[:i + 1] + ["--validate"] + argv[i + 1:]
+
+
+def credential_files(secrets, credentials, legacy=()):
+    """node_files' {write, absent} for a node's secrets.
+
+    secrets: {credential id: value} (empty: not set); credentials: the plan's layout.credentials
+    (id -> path). Set ones are written (0600 root, the module's default for secret files); unset
+    ones removed, with the legacy paths (the per-unit EnvironmentFiles that held the key before).
+    """
+    unknown = sorted(set(secrets) - set(credentials))
+    if unknown:
+        raise ValueError("no credential path in the plan's layout for %s" % ", ".join(unknown))
+    return {"write": [{"path": credentials[cid], "content": str(secrets[cid])} for cid in sorted(secrets) if secrets[cid]],
+            "absent": [credentials[cid] for cid in sorted(secrets) if not secrets[cid]] + list(legacy)}

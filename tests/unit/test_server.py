@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.server import (
-    ServerConfigError, fence_argv, group_units, router_unit, router_validation_argv, start_decision,
+    ServerConfigError, credential_files, fence_argv, group_units, router_unit, router_validation_argv, start_decision,
     validation_argv)
 
 LAUNCHER = "/usr/local/lib/sglang-ops/sglang-launch.py"
@@ -251,3 +251,18 @@ def test_hub_model_pinned_to_its_revision(model, revision, want):
         argv = unit["argv"]
         assert (argv[argv.index("--revision"):argv.index("--revision") + 2] == want) if want \
             else "--revision" not in argv
+
+
+@pytest.mark.parametrize("secrets, legacy, write, absent", [
+    ({"api_key": "k", "tls_key": ""}, [], [{"path": "/c/api-key", "content": "k"}], ["/c/tls-key.pem"]),
+    ({"api_key": "", "tls_key": ""}, ["/c/u.env"], [], ["/c/api-key", "/c/tls-key.pem", "/c/u.env"]),
+    ({}, [], [], []),
+])
+def test_credential_files(secrets, legacy, write, absent):
+    credentials = {"api_key": "/c/api-key", "tls_key": "/c/tls-key.pem"}
+    assert credential_files(secrets, credentials, legacy) == {"write": write, "absent": absent}
+
+
+def test_a_credential_without_a_path_is_refused():
+    with pytest.raises(ValueError, match="no credential path in the plan's layout for hf_token"):
+        credential_files({"hf_token": "x"}, {"api_key": "/c/api-key"})
