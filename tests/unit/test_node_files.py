@@ -176,3 +176,13 @@ def test_a_rejected_content_keeps_the_old_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "rules"]  # no temporary file left
     out = run_module(tmp_path, files=[dict(wanted, content="ok, new\n")])
     assert out["written"] == [str(rules)] and rules.read_text() == "ok, new\n"
+
+
+def test_check_mode_on_a_fresh_node_reports_files_of_a_user_not_yet_created(tmp_path):
+    (tmp_path / "conf").mkdir()
+    args = dict(directories=[dict(path=str(tmp_path / "conf"), owner=ME, group="no-such-group-x", mode="0750")],
+                files=[dict(path=str(tmp_path / "conf/x"), content="x", owner="no-such-user-x", group=MY_GROUP)])
+    planned = run_module(tmp_path, check=True, **args)
+    assert not planned.get("failed") and planned["written"] == [str(tmp_path / "conf/x")], planned
+    assert str(tmp_path / "conf") in planned["changed_paths"]
+    assert run_module(tmp_path, **args)["failed"]  # for real, the missing group is an error
