@@ -8,9 +8,13 @@ that repeats every check (`preflight_mode=full sglang_server_validate_always=tru
 re-run did before the stamps), interleaved so load on the machine hits both alike; medians, the
 ratio and the slowest tasks of the default run are printed. Every run must report changed=0.
 
+With `--against REV` the same re-run of another revision of this repository (checked out in a
+temporary git worktree) is interleaved too: how much a change made the re-run faster, measured
+side by side on the same hosts. Its run must also report changed=0 on hosts this tree deployed.
+
 Not in `make bench`: it needs hosts with the venv installed (a first deploy, minutes on CI).
 
-    tools/bench_noop.py --inventory .lab/lab [--rounds 3]
+    tools/bench_noop.py --inventory .lab/lab [--rounds 3] [--against REV]
 """
 from __future__ import annotations
 
@@ -58,16 +62,17 @@ class CallbackModule(CallbackBase):
 FULL = ["-e", "preflight_mode=full", "-e", "sglang_server_validate_always=true"]
 
 
-def deploy(inventory: Path, callbacks: Path, extra=(), noop: bool = True) -> tuple[float, str]:
+def deploy(inventory: Path, callbacks: Path, extra=(), noop: bool = True, tree: Path = ROOT) -> tuple[float, str]:
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=str(callbacks),
                ANSIBLE_CALLBACKS_ENABLED="bench_task_times")
     t0 = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(inventory), *extra], cwd=ROOT, env=env,
+    proc = subprocess.run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(inventory), *extra], cwd=tree, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.monotonic() - t0
     recap = RECAP.findall(proc.stdout)
     if proc.returncode != 0 or not recap or (noop and any(int(r[2]) for r in recap)):
-        sys.exit("bench: the deploy %s was not a no-op (rc %d): %s" % (" ".join(extra), proc.returncode, proc.stdout[-3000:]))
+        sys.exit("bench: the deploy %s in %s was not a no-op (rc %d): %s"
+                 % (" ".join(extra), tree, proc.returncode, proc.stdout[-3000:]))
     return wall, proc.stdout
 
 
@@ -75,29 +80,47 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inventory", type=Path, required=True, help="deployed lab hosts (deployed by this tree)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--against", metavar="REV", help="also time the re-run of this git revision (e.g. HEAD~3)")
     args = ap.parse_args()
     inventory = args.inventory.resolve()
-    names = {"stamped": (), "every check": FULL}
+    names = {"stamped": (ROOT, ()), "every check": (ROOT, FULL)}
     with tempfile.TemporaryDirectory() as tmp:
         callbacks = Path(tmp)
-        (callbacks / "bench_task_times.py").write_text(CALLBACK)
-        # Warm-up: this tree converges the hosts (its stamps, anything newer than their deploy).
-        deploy(inventory, callbacks, noop=False)
-        times = {name: [] for name in names}
-        for i in range(1, args.rounds + 1):
-            for name, extra in names.items():
-                wall, out = deploy(inventory, callbacks, extra)
-                times[name].append(wall)
-                print("round %d: %-12s %6.1f s  (%s tasks)" % (i, name, wall, re.search(r"BENCH_TASKS (\d+)", out).group(1)),
-                      flush=True)
-                if name == "stamped":
-                    slowest = [line for line in out.splitlines() if line.startswith("BENCH_TASK ")]
+        if args.against:
+            rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout.strip()
+            other = callbacks / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(other), rev], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+            names[rev] = (other, ())
+        try:
+            run_rounds(args, inventory, callbacks, names)
+        finally:
+            if args.against:
+                subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+
+
+def run_rounds(args, inventory: Path, callbacks: Path, names: dict) -> None:
+    (callbacks / "bench_task_times.py").write_text(CALLBACK)
+    # Warm-up: this tree converges the hosts (its stamps, anything newer than their deploy).
+    deploy(inventory, callbacks, noop=False)
+    times = {name: [] for name in names}
+    for i in range(1, args.rounds + 1):
+        for name, (tree, extra) in names.items():
+            wall, out = deploy(inventory, callbacks, extra, tree=tree)
+            times[name].append(wall)
+            print("round %d: %-12s %6.1f s  (%s tasks)" % (i, name, wall, re.search(r"BENCH_TASKS (\d+)", out).group(1)),
+                  flush=True)
+            if name == "stamped":
+                slowest = [line for line in out.splitlines() if line.startswith("BENCH_TASK ")]
     hosts = len(RECAP.findall(out))
     print("\nno-op deploy.yml on %d deployed lab hosts, medians of %d rounds (changed=0 in every run)" % (hosts, args.rounds))
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, runs in times.items():
         print("%-12s %6.1f s  (runs: %s)" % (name, med[name], ", ".join("%.1f" % r for r in runs)))
-    print("ratio stamped / every check: %.2f" % (med["stamped"] / med["every check"]))
+    for name in med:
+        if name != "stamped":
+            print("ratio stamped / %s: %.2f" % (name, med["stamped"] / med[name]))
     print("slowest tasks of the last stamped run:\n" + "\n".join(slowest))
 
 

@@ -219,6 +219,9 @@ def main():
             enable=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
+        # No "Invoked with ..." line in the node's journal: Ansible writes it from the str() of each
+        # option, where a multi-line secret (a TLS key) is escaped and escapes its no_log masking.
+        no_log=True,
     )
     p = module.params
     check = module.check_mode

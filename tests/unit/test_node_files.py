@@ -186,3 +186,21 @@ def test_check_mode_on_a_fresh_node_reports_files_of_a_user_not_yet_created(tmp_
     assert not planned.get("failed") and planned["written"] == [str(tmp_path / "conf/x")], planned
     assert str(tmp_path / "conf") in planned["changed_paths"]
     assert run_module(tmp_path, **args)["failed"]  # for real, the missing group is an error
+
+
+def test_a_multi_line_secret_reaches_no_log_and_no_result(tmp_path, monkeypatch):
+    # Ansible logs each module's invocation through syslog/journal; a multi-line secret in a list
+    # option escaped its masking there (seen in the lab's journal). The module logs no invocation.
+    key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n"
+    logged = tmp_path / "logged"
+    shim = tmp_path / "syslog.py"  # stands in for the syslog module the journal gets lines from
+    shim.write_text("LOG_INFO = LOG_USER = 0\ndef openlog(*a, **k): pass\n"
+                    "def syslog(*a):\n    open(%r, 'a').write(repr(a) + '\\n')\n" % str(logged))
+    monkeypatch.setenv("PYTHONPATH", "%s:%s" % (tmp_path, ROOT / "collections"))
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "secret_files": [dict(path=str(tmp_path / "tls-key.pem"), content=key, owner=ME, group=MY_GROUP)]}}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], stdout=subprocess.PIPE, text=True, check=False)
+    assert json.loads(proc.stdout)["written"] == [str(tmp_path / "tls-key.pem")]
+    assert "MIGHAgEAMBMGByqGSM49" not in proc.stdout
+    assert "MIGHAgEAMBMGByqGSM49" not in (logged.read_text() if logged.exists() else "")
