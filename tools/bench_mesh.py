@@ -33,7 +33,7 @@ TAGS = "preflight_nodes,preflight_mesh"
 
 
 def run_once(n: int) -> tuple[float, float]:
-    inv = lab.inventory_dir("%s-%d" % (PREFIX, n))
+    inv = lab.sized_inventory(PREFIX, n)
     t0 = time.monotonic()
     proc = subprocess.run(["ansible-playbook", "playbooks/preflight.yml", "-i", str(inv), "--tags", TAGS],
                           cwd=lab.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -52,11 +52,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the 8 hosts afterwards")
     args = ap.parse_args()
-    subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "up", "--prefix", PREFIX,
-                    "--first", str(FIRST), "--count", str(max(SIZES))], check=True)
-    hosts = lab.lab_hosts(PREFIX, max(SIZES), FIRST)
-    for n in SIZES:
-        lab.write_inventory("%s-%d" % (PREFIX, n), hosts[:n], "lab_model")
+    lab.up_sized(PREFIX, FIRST, SIZES)
     walls = {n: [] for n in SIZES}
     phase = {n: [] for n in SIZES}
     inner = {n: [] for n in SIZES}
@@ -71,10 +67,7 @@ def main() -> None:
                 print("round %d: %d hosts  preflight %.2f s  mesh check %.2f s  slowest node's probing %.2f s"
                       % (r + 1, n, wall, mesh, slowest), flush=True)
     finally:
-        if not args.keep:
-            subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "down", "--prefix", PREFIX], check=False)
-        for n in SIZES:
-            subprocess.run(["rm", "-rf", str(lab.inventory_dir("%s-%d" % (PREFIX, n)))], check=False)
+        lab.down_sized(PREFIX, SIZES, keep=args.keep)
     med = {name: {n: statistics.median(v[n]) for n in SIZES}
            for name, v in (("wall", walls), ("mesh", phase), ("inner", inner))}
     print("\nmedians of %d rounds" % args.rounds)

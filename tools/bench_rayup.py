@@ -31,8 +31,8 @@ controller and the hosts: the lab image has none, so this installs Debian's pack
 Autoscaler v2 (Ray's default since 2.50) starts only the head with the local provider, so the
 launcher runs with RAY_UP_enable_autoscaler_v2=0.
 
-Not in `make bench`: with the hosts' venv to install (once on host 1, then copied) and about 20
-bring-ups per round, a full run takes far longer than the bench target's 10 minutes.
+Not in `make bench`: with the hosts' venv to prepare (installed once on host 1, then copied) and
+13 bring-ups a round, a run of 3 rounds took over 20 minutes on the 2-core lab machine.
 
     tools/bench_rayup.py [--rounds 3] [--keep]
 """
@@ -69,6 +69,9 @@ CONTROLLER_VENV = lab.ROOT / ".venv-rayup"
 CLUSTER_NAME = "bench-rayup"
 # The launcher's record of the local provider's nodes, on the controller.
 STATE = "/tmp/ray/cluster-%s.state" % CLUSTER_NAME
+# What our units give Ray on the lab (inventories/lab: 4 fake GPUs a node, ray_extra_args, the
+# object store), for `ray up` and the floor alike.
+RAY_NODE_ARGS = "--num-gpus=4 --num-cpus=2 --object-store-memory=268435456 --disable-usage-stats"
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 # Anything of a Ray cluster still running on a host would fake the next result.
 LEFTOVERS = "pgrep -l -x raylet; pgrep -l -x gcs_server; pgrep -a -f '[r]ay/autoscaler/_private/monitor.py'"
@@ -151,9 +154,9 @@ class Probe:
         return {"t": None, "error": out[-2000:]}
 
 
-def timed(name: str, command: list[str], probe: Probe, env=None) -> tuple[float, float, str, dict]:
-    """(done, returned, output, probe): seconds until the command returned and the probe saw every
-    node alive, and until the command alone returned."""
+def timed(name: str, command: list[str], probe: Probe, env=None) -> tuple[float, float, float, str, dict]:
+    """(done, returned, alive, output, probe): seconds until the command returned and the probe
+    saw every node alive, until the command alone returned, and until the probe saw them."""
     t0 = time.time()
     proc = subprocess.run(command, cwd=lab.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {})))
@@ -161,7 +164,7 @@ def timed(name: str, command: list[str], probe: Probe, env=None) -> tuple[float,
     seen = probe.result()
     if proc.returncode != 0 or seen["t"] is None:
         sys.exit("bench: %s failed (rc %d; probe: %s):\n%s" % (name, proc.returncode, seen, proc.stdout[-4000:]))
-    return max(returned, seen["t"] - t0), returned, proc.stdout, seen
+    return max(returned, seen["t"] - t0), returned, seen["t"] - t0, proc.stdout, seen
 
 
 # --- teardown ---------------------------------------------------------------------------------
@@ -188,22 +191,22 @@ def teardown(hosts: list[dict], cluster_yaml: Path | None = None) -> None:
 
 # --- the two systems and the floor -----------------------------------------------------------
 
-def ours(n: int, hosts: list[dict], rerun: bool, callbacks: Path) -> tuple[float, float, str]:
-    inv = lab.inventory_dir("%s-%d" % (PREFIX, n))
-    before = Probe(hosts[0], n, 4 * n, token=True, timeout=30) if rerun else None
-    ids = before.result()["ids"] if rerun else []
+def ours(n: int, hosts: list[dict], rerun: bool, callbacks: Path) -> tuple[float, float, float, str]:
+    inv = lab.sized_inventory(PREFIX, n)
+    # A re-run must leave the nodes it found: the same node ids after it.
+    ids = Probe(hosts[0], n, 4 * n, token=True, timeout=30).result()["ids"] if rerun else []
     probe = Probe(hosts[0], n, 4 * n, token=True)
     # Without the firewall play (ray.yml has none): its unit is what ours would otherwise require.
-    done, returned, out, seen = timed("ray.yml on %d hosts" % n, ["ansible-playbook", "playbooks/ray.yml", "-i", str(inv),
-                                      "-e", "firewall_enabled=false"], probe,
-                                      env={"ANSIBLE_CALLBACK_PLUGINS": str(callbacks), "ANSIBLE_CALLBACKS_ENABLED": "bench_task_times"})
+    command = ["ansible-playbook", "playbooks/ray.yml", "-i", str(inv), "-e", "firewall_enabled=false"]
+    done, returned, alive, out, seen = timed("ray.yml on %d hosts" % n, command, probe, env={
+        "ANSIBLE_CALLBACK_PLUGINS": str(callbacks), "ANSIBLE_CALLBACKS_ENABLED": "bench_task_times"})
     recap = RECAP.findall(out)
     if len(recap) != n or any(int(r[4]) or int(r[3]) for r in recap):
         sys.exit("bench: ray.yml on %d hosts did not pass on every host:\n%s" % (n, out[-4000:]))
     if rerun and (any(int(r[2]) for r in recap) or seen["ids"] != ids):
         sys.exit("bench: the re-run of ray.yml on %d hosts was not a no-op (changed or nodes restarted):\n%s"
                  % (n, out[-4000:]))
-    return done, returned, out
+    return done, returned, alive, out
 
 
 def cluster_yaml(path: Path, hosts: list[dict]) -> Path:
@@ -211,8 +214,6 @@ def cluster_yaml(path: Path, hosts: list[dict]) -> Path:
     import yaml
 
     ray = VENV + "/bin/ray"
-    # What our units give Ray on the lab: 4 fake GPUs a node, 2 CPUs, a 256 MiB object store.
-    common = "--num-gpus=4 --num-cpus=2 --object-store-memory=268435456 --disable-usage-stats"
     path.write_text(yaml.safe_dump({
         "cluster_name": CLUSTER_NAME,
         "provider": {"type": "local", "head_ip": hosts[0]["ipv4"], "worker_ips": [h["ipv4"] for h in hosts[1:]]},
@@ -222,40 +223,39 @@ def cluster_yaml(path: Path, hosts: list[dict]) -> Path:
         "head_start_ray_commands": [
             ray + " stop",
             "ulimit -c unlimited; %s start --head --port=%d --autoscaling-config=~/ray_bootstrap_config.yaml "
-            "--node-ip-address=%s --include-dashboard=false %s" % (ray, GCS_PORT, hosts[0]["ipv4"], common)],
+            "--node-ip-address=%s --include-dashboard=false %s" % (ray, GCS_PORT, hosts[0]["ipv4"], RAY_NODE_ARGS)],
         # One command for every worker: each finds its own lab address (eth0's first IPv4).
         "worker_start_ray_commands": [
             ray + " stop",
             "%s start --address=$RAY_HEAD_IP:%d --node-ip-address=$(hostname -I | cut -d' ' -f1) %s"
-            % (ray, GCS_PORT, common)],
+            % (ray, GCS_PORT, RAY_NODE_ARGS)],
     }, sort_keys=False))
     return path
 
 
-def ray_up(n: int, hosts: list[dict], config: Path, rerun: bool) -> tuple[float, float, str]:
+def ray_up(n: int, hosts: list[dict], config: Path, rerun: bool) -> tuple[float, float, float, str]:
     exclude = Probe(hosts[0], n, 4 * n, token=False, timeout=30).result()["ids"] if rerun else []
     probe = Probe(hosts[0], n, 4 * n, token=False, exclude=exclude)
-    done, returned, out, _ = timed("ray up on %d hosts" % n, [str(CONTROLLER_VENV / "bin/ray"), "up", "-y",
-                                   "--no-config-cache", str(config)], probe,
-                                   env={"RAY_UP_enable_autoscaler_v2": "0", "RAY_USAGE_STATS_ENABLED": "0"})
-    return done, returned, out
+    command = [str(CONTROLLER_VENV / "bin/ray"), "up", "-y", "--no-config-cache", str(config)]
+    done, returned, alive, out, _ = timed("ray up on %d hosts" % n, command, probe,
+                                          env={"RAY_UP_enable_autoscaler_v2": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    return done, returned, alive, out
 
 
-def floor(hosts: list[dict]) -> float:
+def floor(hosts: list[dict]) -> tuple[float, float, float]:
     """Head on host 1, one worker on host 2, by hand: no SSH, no files, nothing checked."""
     ray = VENV + "/bin/ray"
-    common = "--num-gpus=4 --num-cpus=2 --object-store-memory=268435456 --disable-usage-stats"
     probe = Probe(hosts[0], 2, 8, token=False)
     t0 = time.time()
     on_host(hosts[0]["name"], "%s start --head --port=%d --node-ip-address=%s --include-dashboard=false %s"
-            % (ray, GCS_PORT, hosts[0]["ipv4"], common))
+            % (ray, GCS_PORT, hosts[0]["ipv4"], RAY_NODE_ARGS))
     on_host(hosts[1]["name"], "%s start --address=%s:%d --node-ip-address=%s %s"
-            % (ray, hosts[0]["ipv4"], GCS_PORT, hosts[1]["ipv4"], common))
+            % (ray, hosts[0]["ipv4"], GCS_PORT, hosts[1]["ipv4"], RAY_NODE_ARGS))
     returned = time.time() - t0
     seen = probe.result()
     if seen["t"] is None:
         sys.exit("bench: the floor's two nodes never showed alive: %s" % seen)
-    return max(returned, seen["t"] - t0)
+    return max(returned, seen["t"] - t0), returned, seen["t"] - t0
 
 
 # --- preparation ------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def prepare(hosts: list[dict]) -> None:
     missing = [h for h in hosts if on_host(h["name"], "test -x %s/bin/ray && echo yes" % VENV, check=False).strip() != "yes"]
     if hosts[0] in missing:
         t0 = time.monotonic()
-        run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.inventory_dir("%s-1" % PREFIX)), "--tags", "install"])
+        run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.sized_inventory(PREFIX, 1)), "--tags", "install"])
         print("venv installed on %s in %.0f s" % (hosts[0]["name"], time.monotonic() - t0), flush=True)
         missing.remove(hosts[0])
     for h in missing:
@@ -277,7 +277,7 @@ def prepare(hosts: list[dict]) -> None:
         if source.returncode != 0:
             sys.exit("bench: copying the venv from %s to %s failed" % (hosts[0]["name"], h["name"]))
         print("venv copied to %s" % h["name"], flush=True)
-    run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.inventory_dir("%s-%d" % (PREFIX, len(hosts)))),
+    run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.sized_inventory(PREFIX, len(hosts))),
          "--tags", "install"])
     if subprocess.run(["sh", "-c", "command -v rsync"], stdout=subprocess.DEVNULL).returncode != 0:
         sys.exit("bench: Ray's cluster launcher needs rsync on the controller: apt-get install rsync")
@@ -306,21 +306,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the 8 hosts afterwards (their venv saves the next run's install)")
     args = ap.parse_args()
-    subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "up", "--prefix", PREFIX,
-                    "--first", str(FIRST), "--count", str(max(SIZES))], check=True)
-    hosts = lab.lab_hosts(PREFIX, max(SIZES), FIRST)
-    for n in (1,) + SIZES:
-        lab.write_inventory("%s-%d" % (PREFIX, n), hosts[:n], "lab_model")
-    load = os.getloadavg()
+    # Host 1 alone too: the venv is installed there once, then copied.
+    hosts = lab.up_sized(PREFIX, FIRST, (1,) + SIZES)
+    loads = []  # the 1-minute load average at the end of every run
     slowest = {}  # round -> the slowest tasks of that round's fresh run of ours on 8 hosts
     times = {}  # (system, kind, n) -> [seconds until done]
-    returned = {}
 
     def record(key, result):
         times.setdefault(key, []).append(result[0])
-        returned.setdefault(key, []).append(result[1])
-        print("round %d: %-6s %-6s %d hosts  %6.1f s  (command returned at %.1f s)" % (r + 1, key[0], key[1], key[2],
-              result[0], result[1]), flush=True)
+        loads.append(os.getloadavg()[0])
+        # A no-op re-run of ours finds the cluster alive before it starts.
+        print("round %d: %-6s %-6s %d hosts  %6.1f s  (all alive at %.1f s, command returned at %.1f s; load %.1f)"
+              % (r + 1, key[0], key[1], key[2], result[0], max(0.0, result[2]), result[1], loads[-1]), flush=True)
 
     try:
         prepare(hosts)
@@ -337,24 +334,20 @@ def main() -> None:
                             result = ours(n, hosts[:n], rerun, Path(tmp)) if system == "ours" else ray_up(n, hosts[:n], config, rerun)
                             record(key, result)
                             if key == ("ours", "fresh", max(SIZES)):
-                                slowest[r] = [line for line in result[2].splitlines() if line.startswith("BENCH_TASK ")]
+                                slowest[r] = [line for line in result[3].splitlines() if line.startswith("BENCH_TASK ")]
                 teardown(hosts, config)
                 key = ("floor", "fresh", 2)
-                t = floor(hosts)
-                record(key, (t, t))
+                record(key, floor(hosts))
             teardown(hosts, config)
     finally:
-        if not args.keep:
-            subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "down", "--prefix", PREFIX], check=False)
-        for n in (1,) + SIZES:
-            subprocess.run(["rm", "-rf", str(lab.inventory_dir("%s-%d" % (PREFIX, n)))], check=False)
-    report(times, args.rounds, load, slowest)
+        lab.down_sized(PREFIX, (1,) + SIZES, keep=args.keep)
+    report(times, args.rounds, loads, slowest)
 
 
-def report(times, rounds, load, slowest) -> None:
+def report(times, rounds, loads, slowest) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print("\nmedians of %d rounds until the GCS reported every node alive with its GPUs (load average before: %.1f %.1f %.1f)"
-          % (rounds, *load))
+    print("\nmedians of %d rounds until the command returned and the GCS reported every node alive with its GPUs"
+          " (1-minute load average %.1f-%.1f)" % (rounds, min(loads), max(loads)))
     print("hosts  kind     ours     ray up   ours/ray up")
     for kind in ("fresh", "re-run"):
         for n in SIZES:

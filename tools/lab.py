@@ -606,6 +606,30 @@ def write_inventory(prefix: str, hosts: list[dict], group: str) -> Path:
     return inv
 
 
+def sized_inventory(prefix: str, n: int) -> Path:
+    """The inventory directory of the first n hosts of a benchmark's prefix."""
+    return inventory_dir("%s-%d" % (prefix, n))
+
+
+def up_sized(prefix: str, first: int, sizes, group: str = "lab_model") -> list[dict]:
+    """For benchmarks that compare cluster sizes: max(sizes) hosts up, and an inventory of the
+    first n hosts for each size n (sized_inventory). Returns every host."""
+    subprocess.run([sys.executable, str(ROOT / "tools/lab.py"), "up", "--prefix", prefix, "--first", str(first),
+                    "--count", str(max(sizes))], check=True)
+    hosts = lab_hosts(prefix, max(sizes), first)
+    for n in sizes:
+        write_inventory("%s-%d" % (prefix, n), hosts[:n], group)
+    return hosts
+
+
+def down_sized(prefix: str, sizes, keep: bool = False) -> None:
+    """The sized inventories removed, and the hosts too unless kept."""
+    if not keep:
+        subprocess.run([sys.executable, str(ROOT / "tools/lab.py"), "down", "--prefix", prefix], check=False)
+    for n in sizes:
+        shutil.rmtree(sized_inventory(prefix, n), ignore_errors=True)
+
+
 def up(args) -> None:
     t0 = time.monotonic()
     deps()
