@@ -64,7 +64,11 @@ def file_actions(found, content, uid, gid, mode):
     """
     if found is None or found[1] is None or found[1] != content:
         return {"write"}
-    st = found[0]
+    return ownership_actions(found[0], uid, gid, mode)
+
+
+def ownership_actions(st, uid, gid, mode):
+    """{"chown", "chmod"} or a part of it: what an entry of the right content needs."""
     actions = set()
     if (st.st_uid, st.st_gid) != (uid, gid):
         actions.add("chown")
@@ -79,12 +83,7 @@ def directory_actions(st, uid, gid, mode):
         return {"create"}
     if not stat.S_ISDIR(st.st_mode):
         raise NodeFilesError("not a directory (remove what is there, or fix the path)")
-    actions = set()
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        actions.add("chown")
-    if stat.S_IMODE(st.st_mode) != mode:
-        actions.add("chmod")
-    return actions
+    return ownership_actions(st, uid, gid, mode)
 
 
 def write_atomically(path, content, uid, gid, mode, validate=None):

@@ -106,16 +106,8 @@ def test_remove(tmp_path):
         nf.remove(str(tmp_path / "d"))
 
 
-def run_module(tmp_path, check=False, diff=False, **args):
-    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "collections")), cwd=tmp_path, check=False)
-    return json.loads(proc.stdout)
 
-
-def test_module_converges_then_changes_nothing(tmp_path):
+def test_module_converges_then_changes_nothing(tmp_path, module_run):
     conf = tmp_path / "conf"
     args = dict(directories=[dict(path=str(conf), owner=ME, group=MY_GROUP, mode="0750")],
                 files=[dict(path=str(conf / "a.txt"), content="alpha\n", owner=ME, group=MY_GROUP, mode="0644")],
@@ -124,14 +116,14 @@ def test_module_converges_then_changes_nothing(tmp_path):
     conf.mkdir(mode=0o755)
     (conf / "old.env").write_text("KEY=x")
 
-    planned = run_module(tmp_path, check=True, diff=True, **args)
+    planned = module_run("node_files", check=True, diff=True, **args)
     assert planned["changed"] and sorted(planned["written"]) == [str(conf / "a.txt"), str(conf / "key")]
     assert planned["removed"] == [str(conf / "old.env")]
     assert (conf / "old.env").exists() and not (conf / "a.txt").exists()  # check mode wrote nothing
     assert [d["after"] for d in planned["diff"]] == ["alpha\n"]  # the secret has no diff
     assert "hunter2-secret" not in json.dumps(planned)
 
-    first = run_module(tmp_path, **args)
+    first = module_run("node_files", **args)
     assert first["changed"] and not first.get("failed"), first
     assert sorted(first["changed_paths"]) == sorted([str(conf), str(conf / "a.txt"), str(conf / "key"), str(conf / "old.env")])
     assert stat.S_IMODE(conf.stat().st_mode) == 0o750
@@ -139,18 +131,18 @@ def test_module_converges_then_changes_nothing(tmp_path):
     assert not (conf / "old.env").exists()
     assert "hunter2-secret" not in json.dumps(first)
 
-    again = run_module(tmp_path, **args)
+    again = module_run("node_files", **args)
     assert not again["changed"] and again["changed_paths"] == [] and not again["daemon_reload"], again
 
     os.chmod(conf / "key", 0o644)  # drift: only the mode is put back, the content is not rewritten
     inode = (conf / "key").stat().st_ino
-    fixed = run_module(tmp_path, **args)
+    fixed = module_run("node_files", **args)
     assert fixed["changed_paths"] == [str(conf / "key")] and fixed["written"] == []
     assert stat.S_IMODE((conf / "key").stat().st_mode) == 0o600 and (conf / "key").stat().st_ino == inode
 
 
-def test_module_names_the_path_and_the_missing_user(tmp_path):
-    out = run_module(tmp_path, files=[dict(path=str(tmp_path / "x"), content="x", owner="no-such-user-x", group=MY_GROUP)])
+def test_module_names_the_path_and_the_missing_user(tmp_path, module_run):
+    out = module_run("node_files", files=[dict(path=str(tmp_path / "x"), content="x", owner="no-such-user-x", group=MY_GROUP)])
     assert out["failed"] and out["msg"] == ("node_files: %s: no user 'no-such-user-x' on this node "
                                             "(create it before the files it owns)" % (tmp_path / "x"))
     assert not (tmp_path / "x").exists()
@@ -166,26 +158,26 @@ def test_validate_argv(command, argv):
         assert nf.validate_argv(command, "/t/x") == argv
 
 
-def test_a_rejected_content_keeps_the_old_file(tmp_path):
+def test_a_rejected_content_keeps_the_old_file(tmp_path, module_run):
     rules = tmp_path / "rules"
     rules.write_text("ok\n")
     wanted = dict(path=str(rules), owner=ME, group=MY_GROUP, mode="0640", validate="grep -q ok %s")
-    out = run_module(tmp_path, files=[dict(wanted, content="accept everything\n")])
+    out = module_run("node_files", files=[dict(wanted, content="accept everything\n")])
     assert out["failed"] and "grep rejects the new content (the file is unchanged)" in out["msg"], out
     assert rules.read_text() == "ok\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "rules"]  # no temporary file left
-    out = run_module(tmp_path, files=[dict(wanted, content="ok, new\n")])
+    out = module_run("node_files", files=[dict(wanted, content="ok, new\n")])
     assert out["written"] == [str(rules)] and rules.read_text() == "ok, new\n"
 
 
-def test_check_mode_on_a_fresh_node_reports_files_of_a_user_not_yet_created(tmp_path):
+def test_check_mode_on_a_fresh_node_reports_files_of_a_user_not_yet_created(tmp_path, module_run):
     (tmp_path / "conf").mkdir()
     args = dict(directories=[dict(path=str(tmp_path / "conf"), owner=ME, group="no-such-group-x", mode="0750")],
                 files=[dict(path=str(tmp_path / "conf/x"), content="x", owner="no-such-user-x", group=MY_GROUP)])
-    planned = run_module(tmp_path, check=True, **args)
+    planned = module_run("node_files", check=True, **args)
     assert not planned.get("failed") and planned["written"] == [str(tmp_path / "conf/x")], planned
     assert str(tmp_path / "conf") in planned["changed_paths"]
-    assert run_module(tmp_path, **args)["failed"]  # for real, the missing group is an error
+    assert module_run("node_files", **args)["failed"]  # for real, the missing group is an error
 
 
 def test_a_multi_line_secret_reaches_no_log_and_no_result(tmp_path, monkeypatch):

@@ -1,17 +1,10 @@
 """Stamps of passed checks (module_utils/stamp.py) and the stamped_check module run for real."""
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import stamp
-
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "plugins/modules/stamped_check.py"
 
 
 def test_key_changes_with_every_input(tmp_path):
@@ -59,55 +52,48 @@ def test_only_a_private_stamp_of_the_reader_counts(tmp_path):
     assert stamp.read_stamp(str(tmp_path / "missing")) is None and not stamp.matches(None, "k1")
 
 
-def run_module(tmp_path, **args):
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "collections")), cwd=tmp_path, check=False)
-    return json.loads(proc.stdout)
 
-
-def test_module_runs_a_check_once_per_distinct_input(tmp_path):
+def test_module_runs_a_check_once_per_distinct_input(tmp_path, module_run):
     counter, dep = tmp_path / "runs", tmp_path / "launcher.py"
     dep.write_text("v1")
     check = ["sh", "-c", "echo run >> %s; echo \"$CHECK_ENV\"; echo version 1" % counter]
     common = dict(argv=check, environ={"CHECK_ENV": "env-a"}, files=[str(dep)], stamp=str(tmp_path / "checked/c"))
-    first = run_module(tmp_path, **common)
+    first = module_run("stamped_check", **common)
     assert first["rc"] == 0 and not first["cached"] and not first["changed"] and first["stdout_lines"] == ["env-a", "version 1"]
-    again = run_module(tmp_path, **common)
+    again = module_run("stamped_check", **common)
     assert again["cached"] and again["stdout_lines"] == ["env-a", "version 1"] and again["key"] == first["key"]
     assert counter.read_text().count("run") == 1
-    assert run_module(tmp_path, force=True, **common)["cached"] is False  # force runs it
+    assert module_run("stamped_check", force=True, **common)["cached"] is False  # force runs it
     dep.write_text("v2!")  # a file it depends on changed
-    assert run_module(tmp_path, **common)["cached"] is False
+    assert module_run("stamped_check", **common)["cached"] is False
     other_env = dict(common)
     other_env["environ"] = {"CHECK_ENV": "env-b"}
-    assert run_module(tmp_path, **other_env)["stdout_lines"][0] == "env-b"
+    assert module_run("stamped_check", **other_env)["stdout_lines"][0] == "env-b"
     assert counter.read_text().count("run") == 4
 
 
-def test_module_never_stamps_a_failed_check(tmp_path):
+def test_module_never_stamps_a_failed_check(tmp_path, module_run):
     common = dict(argv=["sh", "-c", "echo bad >&2; exit 3"], stamp=str(tmp_path / "checked/c"))
     for _attempt in range(2):
-        result = run_module(tmp_path, **common)
+        result = module_run("stamped_check", **common)
         assert result["rc"] == 3 and not result["cached"] and result["stderr_lines"] == ["bad"]
     assert not (tmp_path / "checked/c").exists()
-    slow = run_module(tmp_path, argv=["sleep", "5"], timeout=1, stamp=str(tmp_path / "checked/s"))
+    slow = module_run("stamped_check", argv=["sleep", "5"], timeout=1, stamp=str(tmp_path / "checked/s"))
     assert slow["rc"] == 124 and "timed out after 1 s" in slow["stderr"]
 
 
-def test_module_compare_and_record(tmp_path):
+def test_module_compare_and_record(tmp_path, module_run):
     common = dict(argv=['{"rank": 0}'], stamp=str(tmp_path / "checked/collective"))
-    assert run_module(tmp_path, action="compare", **common)["cached"] is False
-    recorded = run_module(tmp_path, action="record", **common)
+    assert module_run("stamped_check", action="compare", **common)["cached"] is False
+    recorded = module_run("stamped_check", action="record", **common)
     assert recorded["written"] and not recorded["changed"]
-    assert run_module(tmp_path, action="compare", **common)["cached"] is True
-    assert run_module(tmp_path, action="compare", force=True, **common)["cached"] is False
-    assert run_module(tmp_path, action="compare", argv=['{"rank": 1}'], stamp=common["stamp"])["cached"] is False
+    assert module_run("stamped_check", action="compare", **common)["cached"] is True
+    assert module_run("stamped_check", action="compare", force=True, **common)["cached"] is False
+    assert module_run("stamped_check", action="compare", argv=['{"rank": 1}'], stamp=common["stamp"])["cached"] is False
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="not run: dropping to another user needs root")
-def test_module_runs_the_check_as_the_user(tmp_path):
+def test_module_runs_the_check_as_the_user(tmp_path, module_run):
     tmp_path.chmod(0o755)
-    result = run_module(tmp_path, argv=["sh", "-c", "id -un; echo $HOME"], user="nobody", stamp=str(tmp_path / "checked/u"))
+    result = module_run("stamped_check", argv=["sh", "-c", "id -un; echo $HOME"], user="nobody", stamp=str(tmp_path / "checked/u"))
     assert result["rc"] == 0 and result["stdout_lines"][0] == "nobody"
