@@ -332,7 +332,7 @@ def router_validation_argv(argv, launcher):
 
 
 def credential_files(secrets, credentials, legacy=()):
-    """node_files' {write, absent} for a node's secrets.
+    """node_files' {write (its secrets option: path -> content), absent} for a node's secrets.
 
     secrets: {credential id: value} (empty: not set); credentials: the plan's layout.credentials
     (id -> path). Set ones are written (0600 root, the module's default for secret files); unset
@@ -341,5 +341,5 @@ def credential_files(secrets, credentials, legacy=()):
     unknown = sorted(set(secrets) - set(credentials))
     if unknown:
         raise ValueError("no credential path in the plan's layout for %s" % ", ".join(unknown))
-    return {"write": [{"path": credentials[cid], "content": str(secrets[cid])} for cid in sorted(secrets) if secrets[cid]],
+    return {"write": {credentials[cid]: str(secrets[cid]) for cid in sorted(secrets) if secrets[cid]},
             "absent": [credentials[cid] for cid in sorted(secrets) if not secrets[cid]] + list(legacy)}

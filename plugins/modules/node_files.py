@@ -8,13 +8,13 @@ module: node_files
 short_description: Converge a node's directories, files, secret files and systemd units in one call
 version_added: 0.2.0
 description:
-  - Creates the O(directories), writes every file of O(files) and O(secret_files) whose content,
+  - Creates the O(directories), writes every file of O(files) and O(secrets) whose content,
     owner or mode differs (atomically, with its final owner and mode from the start), removes the
     paths of O(absent), runs one C(systemctl daemon-reload) when a unit or drop-in was written or
     removed, runs C(systemd-analyze verify) on every unit file written, and enables the units of
     O(enable) that are not yet.
   - One round trip instead of one per file, so a re-run with nothing to change only reads.
-  - O(secret_files) are never shown (no diff, no content in any result); only their paths are.
+  - O(secrets) are never shown (no diff, no content in any result or log); only their paths are.
   - A symlink at a file's path is replaced, never followed.
 options:
   directories:
@@ -77,32 +77,26 @@ options:
           - A command run on the new content (its temporary file in place of the one C(%s) word, no
             shell) before it replaces the file; a non-zero exit keeps the old file and fails.
         type: str
-  secret_files:
-    description: As O(files), for secrets; their content never appears in a diff or a result.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: The file.
-        type: path
-        required: true
-      content:
-        description: The secret.
-        type: str
-        required: true
-      owner:
-        description: Its owner (a name).
-        type: str
-        default: root
-      group:
-        description: Its group (a name).
-        type: str
-        default: root
-      mode:
-        description: Its mode (octal string).
-        type: str
-        default: "0600"
+  secrets:
+    description:
+      - Secret files, path to content; written like O(files) (owner O(secrets_owner), group
+        O(secrets_group), mode O(secrets_mode)), never shown (no diff, no content in any result or
+        log line; a top-level no_log option, since Ansible's journal line masks nested values only
+        where their text is unchanged, and a multi-line key is escaped there).
+    type: dict
+    default: {}
+  secrets_owner:
+    description: Owner of every file of O(secrets).
+    type: str
+    default: root
+  secrets_group:
+    description: Group of every file of O(secrets).
+    type: str
+    default: root
+  secrets_mode:
+    description: Mode of every file of O(secrets).
+    type: str
+    default: "0600"
   absent:
     description:
       - Files to remove (secrets no longer set, files of a former layout). Not units, since a unit
@@ -186,9 +180,6 @@ FILE = dict(path=dict(type="path", required=True), content=dict(type="str", requ
             owner=dict(type="str", default="root"), group=dict(type="str", default="root"),
             mode=dict(type="str", default="0644"), kind=dict(type="str", choices=list(KINDS), default="file"),
             validate=dict(type="str"))
-SECRET = dict(path=dict(type="path", required=True), content=dict(type="str", required=True, no_log=True),
-              owner=dict(type="str", default="root"), group=dict(type="str", default="root"),
-              mode=dict(type="str", default="0600"))
 
 
 def run(argv):
@@ -214,14 +205,14 @@ def main():
         argument_spec=dict(
             directories=dict(type="list", elements="dict", default=[], options=DIRECTORY),
             files=dict(type="list", elements="dict", default=[], options=FILE),
-            secret_files=dict(type="list", elements="dict", default=[], options=SECRET),
+            secrets=dict(type="dict", default={}, no_log=True),
+            secrets_owner=dict(type="str", default="root"),
+            secrets_group=dict(type="str", default="root"),
+            secrets_mode=dict(type="str", default="0600"),
             absent=dict(type="list", elements="path", default=[]),
             enable=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
-        # No "Invoked with ..." line in the node's journal: Ansible writes it from the str() of each
-        # option, where a multi-line secret (a TLS key) is escaped and escapes its no_log masking.
-        no_log=True,
     )
     p = module.params
     check = module.check_mode
@@ -261,7 +252,12 @@ def main():
         except (NodeFilesError, OSError) as exc:
             fail(path, exc)
 
-    for f, secret in [(f, False) for f in p["files"]] + [(f, True) for f in p["secret_files"]]:
+    secret_files = [dict(path=path, content=str(content), owner=p["secrets_owner"], group=p["secrets_group"],
+                         mode=p["secrets_mode"]) for path, content in sorted(p["secrets"].items())]
+    for path in p["secrets"]:
+        if not os.path.isabs(path):
+            module.fail_json(msg="node_files: secrets: %r is not an absolute path" % path, **result)
+    for f, secret in [(f, False) for f in p["files"]] + [(f, True) for f in secret_files]:
         path = f["path"]
         content = f["content"].encode("utf-8")
         kind = f.get("kind", "file")

@@ -254,9 +254,9 @@ def test_hub_model_pinned_to_its_revision(model, revision, want):
 
 
 @pytest.mark.parametrize("secrets, legacy, write, absent", [
-    ({"api_key": "k", "tls_key": ""}, [], [{"path": "/c/api-key", "content": "k"}], ["/c/tls-key.pem"]),
-    ({"api_key": "", "tls_key": ""}, ["/c/u.env"], [], ["/c/api-key", "/c/tls-key.pem", "/c/u.env"]),
-    ({}, [], [], []),
+    ({"api_key": "k", "tls_key": ""}, [], {"/c/api-key": "k"}, ["/c/tls-key.pem"]),
+    ({"api_key": "", "tls_key": ""}, ["/c/u.env"], {}, ["/c/api-key", "/c/tls-key.pem", "/c/u.env"]),
+    ({}, [], {}, []),
 ])
 def test_credential_files(secrets, legacy, write, absent):
     credentials = {"api_key": "/c/api-key", "tls_key": "/c/tls-key.pem"}
