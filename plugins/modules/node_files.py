@@ -206,9 +206,10 @@ def main():
             directories=dict(type="list", elements="dict", default=[], options=DIRECTORY),
             files=dict(type="list", elements="dict", default=[], options=FILE),
             secrets=dict(type="dict", default={}, no_log=True),
-            secrets_owner=dict(type="str", default="root"),
-            secrets_group=dict(type="str", default="root"),
-            secrets_mode=dict(type="str", default="0600"),
+            # Names of the files' owner, group and mode, not secrets.
+            secrets_owner=dict(type="str", default="root", no_log=False),
+            secrets_group=dict(type="str", default="root", no_log=False),
+            secrets_mode=dict(type="str", default="0600", no_log=False),
             absent=dict(type="list", elements="path", default=[]),
             enable=dict(type="list", elements="str", default=[]),
         ),

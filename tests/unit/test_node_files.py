@@ -106,7 +106,6 @@ def test_remove(tmp_path):
         nf.remove(str(tmp_path / "d"))
 
 
-
 def test_module_converges_then_changes_nothing(tmp_path, module_run):
     conf = tmp_path / "conf"
     args = dict(directories=[dict(path=str(conf), owner=ME, group=MY_GROUP, mode="0750")],

@@ -52,7 +52,6 @@ def test_only_a_private_stamp_of_the_reader_counts(tmp_path):
     assert stamp.read_stamp(str(tmp_path / "missing")) is None and not stamp.matches(None, "k1")
 
 
-
 def test_module_runs_a_check_once_per_distinct_input(tmp_path, module_run):
     counter, dep = tmp_path / "runs", tmp_path / "launcher.py"
     dep.write_text("v1")
