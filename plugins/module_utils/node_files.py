@@ -140,6 +140,6 @@ def needs_enable(state):
     return state.strip() not in ENABLED_STATES
 
 
-def needs_reload(kind, changed):
-    """A written or removed unit or drop-in needs a daemon-reload; other files never do."""
-    return changed and kind in ("unit", "dropin")
+def needs_reload(kind):
+    """A changed unit or drop-in needs a daemon-reload; other files never do."""
+    return kind in ("unit", "dropin")

@@ -270,7 +270,7 @@ def main():
             if not actions:
                 continue
             result["changed_paths"].append(path)
-            reload_needed = reload_needed or needs_reload(kind, True)
+            reload_needed = reload_needed or needs_reload(kind)
             if "write" in actions:
                 result["written"].append(path)
                 if kind == "unit":

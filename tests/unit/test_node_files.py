@@ -74,10 +74,9 @@ def test_needs_enable(state, needed):
     assert nf.needs_enable(state) is needed
 
 
-@pytest.mark.parametrize("kind, changed, reload", [("unit", True, True), ("dropin", True, True), ("file", True, False),
-                                                   ("unit", False, False)])
-def test_needs_reload(kind, changed, reload):
-    assert nf.needs_reload(kind, changed) is reload
+@pytest.mark.parametrize("kind, reload", [("unit", True), ("dropin", True), ("file", False)])
+def test_needs_reload(kind, reload):
+    assert nf.needs_reload(kind) is reload
 
 
 def test_unknown_names_are_named():
