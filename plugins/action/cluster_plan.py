@@ -12,12 +12,13 @@ It never opens a connection, so a refused inventory changes nothing.
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
+from ansible.release import __version__ as ansible_version
 from ansible.plugins.action import ActionBase
 from jinja2 import Undefined
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import HEAD_GROUP, ROOT_GROUP
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.plan_summary import summary
-from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import plan_inputs
+from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import plan_inputs, role_specs
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils.plan_inputs import EXTRA_KEYS
 
 
@@ -43,12 +44,14 @@ class ActionModule(ActionBase):
         for host in root_hosts:
             raw[host] = self._read(host, hostvars[host], prefixes, unreadable)
         check_mode = bool(self._task.check_mode or getattr(self._play_context, "check_mode", False))
-        plan, lines, _judged = plan_inputs.compute(model_groups, root_hosts, list(groups.get(HEAD_GROUP, [])),
+        plan, lines, judged = plan_inputs.compute(model_groups, root_hosts, list(groups.get(HEAD_GROUP, [])),
                                                    raw, unreadable, check_mode)
         if lines:
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"
                                     % (len(lines), "" if len(lines) == 1 else "s", "\n- ".join(lines)))
+        plan_inputs.rerun_inputs(plan, judged, raw, model_groups, list(groups.get(HEAD_GROUP, [])),
+                                 role_specs.load(), ansible_version)
         # A host fact is deep-copied for every host at every task (Ansible's clean_facts): with a
         # plan that grows with the cluster that is quadratic (60 s of a 512-node plan step). The
         # plan role publishes it with set_fact instead, which Ansible shares without copying.

@@ -92,6 +92,9 @@ DEFAULTS = {
     "cluster_rdma": "auto",
     "cluster_rdma_devices": [],
     "cluster_rdma_gid_index": None,
+    # A deploy.yml re-run on nodes exactly as the last complete deploy left them (module_utils/rerun.py):
+    # fast: stop after comparing each node with its seal; full: run every phase regardless.
+    "cluster_rerun": "fast",
     # PEM of the CA that signed the TLS certificates (sglang_server_tls_*, ray_tls_*): the
     # router, Ray and verify's probes trust it. Not a secret; required once any TLS is on.
     "cluster_tls_ca": "",
@@ -139,7 +142,7 @@ OPTION_TYPES = {
     "sglang_pd_role": ("str", None), "sglang_pd_transfer_backend": ("str", None),
     "sglang_pd_bootstrap_port": ("int", None), "sglang_ep": ("int", None),
     "sglang_moe_a2a_backend": ("str", None), "sglang_enable_eplb": ("bool", None),
-    "sglang_ep_num_redundant_experts": ("int", None), "cluster_rdma": ("str", None),
+    "sglang_ep_num_redundant_experts": ("int", None), "cluster_rdma": ("str", None), "cluster_rerun": ("str", None),
     "cluster_rdma_devices": ("list", "str"), "cluster_rdma_gid_index": ("int", None),
     "cluster_tls_ca": ("str", None),
     "cluster_metrics": ("bool", None), "cluster_node_exporter_port": ("int", None),
@@ -152,6 +155,7 @@ OPTION_TYPES = {
 OPTION_TYPES.update({k: ("int", None) for k in DEFAULTS if k.startswith("ray_") and k.endswith("_port")})
 
 BACKENDS = ("native", "ray")
+RERUN_MODES = ("fast", "full")
 # Fixed names of the layout (unit names of the groups take the group's name after the prefix).
 UNIT_DIR = "/etc/systemd/system"
 FIREWALL_UNIT = "sglang-firewall"
@@ -194,7 +198,7 @@ CLUSTER_KEYS = RAY_PORT_KEYS + LAYOUT_DIRS + (
     "cluster_tls_ca", "cluster_metrics", "cluster_node_exporter_port", "sglang_router_metrics_port",
     "cluster_prometheus_host", "cluster_prometheus_port", "cluster_metrics_file_sd",
     "cluster_metrics_scrape_cidrs", "cluster_ray_node_metrics", "cluster_dcgm_exporter",
-    "cluster_dcgm_exporter_port")
+    "cluster_dcgm_exporter_port", "cluster_rerun")
 # SGLang computes these itself from the plan; an operator passing them would split the truth.
 MANAGED_FLAGS = (
     "--model-path", "--model", "--tp", "--tp-size", "--tensor-parallel-size", "--pp",
@@ -710,6 +714,8 @@ def layout(settings, groups):
                 # The controller's model manifest key of the last complete copy to this node.
                 "model": config + "/checked/model",
             },
+            # What the last complete deploy left on this node (module_utils/rerun.py).
+            "rerun_seal": config + "/checked/deploy",
             # The monitoring role's Prometheus (on the Prometheus host only): config, rules, data.
             "prometheus_config": config + "/" + metrics_plan.PROMETHEUS_CONFIG,
             "prometheus_rules": config + "/" + metrics_plan.PROMETHEUS_RULES,
@@ -924,6 +930,10 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
             bootstrap_port=bootstrap, **pd_group,
         )
 
+    rerun_mode = chk.get(all_hosts[0], "cluster_rerun")
+    if rerun_mode not in RERUN_MODES:
+        chk.fail(ROOT_GROUP, "cluster_rerun", "%r is not a re-run mode" % (rerun_mode,),
+                 "use fast (a re-run stops when every node is as the last deploy left it) or full")
     rdma_nodes, rdma_mode = pd_plan.check_rdma(chk, all_hosts, ROOT_GROUP)
     for host, fields in rdma_nodes.items():
         nodes[host].update(fields)
@@ -988,6 +998,8 @@ def build_plan(model_groups, hostvars, root_hosts=None, ray_head=None, refused=(
         "pd": pd,
         # auto: RDMA checked and used where devices exist; required: its absence fails; off.
         "rdma": {"mode": rdma_mode},
+        # deploy.yml re-runs (module_utils/rerun.py); the cluster_plan action adds the inputs key.
+        "rerun": {"mode": rerun_mode},
         # The environment of every task that downloads (pip, the Hugging Face hub).
         "proxy_env": proxy_env,
         "groups": groups,

@@ -76,13 +76,14 @@ def matches(stamp, key):
     return stamp is not None and stamp["key"] == key
 
 
-def write_stamp(path, key, stdout=""):
+def write_stamp(path, key, stdout="", keep=KEPT_OUTPUT):
     """Write the stamp atomically: 0600, in a directory made 0700 (with any missing parent: the
-    roles set the configuration directory's owner and mode when they reach it)."""
+    roles set the configuration directory's owner and mode when they reach it). `keep`: how much
+    of stdout's tail is kept."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = "%s.%d.tmp" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"key": key, "stdout": stdout[-KEPT_OUTPUT:]}, f)
+        json.dump({"key": key, "stdout": stdout[-keep:]}, f)
     os.replace(tmp, path)
     return True

@@ -6,6 +6,10 @@ line names exactly the ranks, units and paths that deploy.yml made.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     DEFAULTS,
     HEAD_GROUP,
@@ -13,6 +17,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
     build_plan,
     report,
 )
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import model
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
 
 # Read per host besides the collection's own variables.
@@ -58,3 +63,62 @@ def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
     if items:
         return None, report(items, root_hosts, model_groups), judged
     return plan, None, judged
+
+
+# Options that choose how much a run checks, not what it leaves on a node: a run with
+# preflight_mode=full seals the same state as one without.
+RERUN_NEUTRAL = ("cluster_rerun", "preflight_mode")
+# The collection's own content: a new version of a role or plugin is a new input.
+CONTENT_DIRS = ("roles", "plugins", "playbooks")
+_content_key = {}
+
+
+def content_key(root=role_specs.COLLECTION_DIR):
+    """sha256 over the collection's roles, plugins and playbooks (names and bytes; no caches)."""
+    if root not in _content_key:
+        h = hashlib.sha256()
+        for top in CONTENT_DIRS:
+            for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                for name in sorted(filenames):
+                    if name.endswith((".pyc", ".pyo")):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, root).encode() + b"\0")
+                    try:
+                        with open(path, "rb") as f:
+                            h.update(hashlib.sha256(f.read()).digest())
+                    except OSError:
+                        h.update(b"?")
+        _content_key[root] = h.hexdigest()
+    return _content_key[root]
+
+
+def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version):
+    """The plan's `rerun` entry completed: `inputs` (sha256 of every role option of every host
+    except secrets, the groups, the collection's content, Ansible's version and the controller's
+    model copies), `secret_vars` (the option names whose values rerun_seal hashes on each node,
+    so that no digest of a secret leaves it) and `enabled`."""
+    secret = sorted(n for n, s in specs.items() if s.get("no_log"))
+    hosts = list(judged.values)
+    values = {h: {k: v for k, v in judged.values[h].items() if k not in secret and k not in RERUN_NEUTRAL}
+              for h in hosts}
+    models = {}
+    for h in hosts:
+        v = judged.values[h]
+        if v.get("sglang_model_source") == "controller" and v.get("sglang_model_src_dir"):
+            src = v["sglang_model_src_dir"]
+            if src not in models:
+                models[src] = model.manifest(src)["key"] if os.path.isdir(src) else None
+    material = {
+        "values": values,
+        "extra": {h: {k: raw.get(h, {}).get(k) for k in EXTRA_KEYS} for h in hosts},
+        "groups": model_groups, "heads": list(heads),
+        "content": content_key(), "ansible": ansible_version, "models": models,
+    }
+    plan["rerun"].update(
+        inputs=hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest(),
+        secret_vars=secret,
+        enabled=plan["rerun"]["mode"] == "fast"
+        and all(judged.values[h].get("preflight_mode") != "full" for h in hosts))
+    return plan
