@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Benchmark: a no-op `deploy.yml` on deployed lab hosts, with and without the stamped checks.
+"""Benchmark: a no-op `deploy.yml` on deployed lab hosts: the re-run check, every phase, every check.
 
 Why: operators re-run deploy.yml all the time; a re-run with nothing to change must be quick and
-report changed=0. The same hosts get a no-op deploy as a re-run does by default (SGLang's and the
-router's argument checks and the all_reduce skipped where their inputs did not change) and one
-that repeats every check (`preflight_mode=full sglang_server_validate_always=true`, what every
-re-run did before the stamps), interleaved so load on the machine hits both alike; medians, the
-ratio and the slowest tasks of the default run are printed. Every run must report changed=0.
+report changed=0. The same hosts get, interleaved so load on the machine hits all alike:
+- `fast`: a re-run as by default: every node matches the seal of the last complete deploy, so
+  every play after the re-run check ends at once (module_utils/rerun.py);
+- `full`: every phase runs (`cluster_rerun=full`), with SGLang's and the router's argument
+  checks and the all_reduce skipped where their inputs did not change (the check stamps);
+- `every check`: every phase and every check (`cluster_rerun=full preflight_mode=full
+  sglang_server_validate_always=true`), what every re-run did before the stamps.
+Medians, ratios and the slowest tasks of the fast run are printed. Every run must report changed=0.
 
 With `--against REV` the same re-run of another revision of this repository (checked out in a
 temporary git worktree) is interleaved too: how much a change made the re-run faster, measured
@@ -59,7 +62,8 @@ class CallbackModule(CallbackBase):
 '''
 
 
-FULL = ["-e", "preflight_mode=full", "-e", "sglang_server_validate_always=true"]
+PHASES = ["-e", "cluster_rerun=full"]
+FULL = PHASES + ["-e", "preflight_mode=full", "-e", "sglang_server_validate_always=true"]
 
 
 def deploy(inventory: Path, callbacks: Path, extra=(), noop: bool = True, tree: Path = ROOT) -> tuple[float, str]:
@@ -83,7 +87,7 @@ def main() -> None:
     ap.add_argument("--against", metavar="REV", help="also time the re-run of this git revision (e.g. HEAD~3)")
     args = ap.parse_args()
     inventory = args.inventory.resolve()
-    names = {"stamped": (ROOT, ()), "every check": (ROOT, FULL)}
+    names = {"fast": (ROOT, ()), "full": (ROOT, PHASES), "every check": (ROOT, FULL)}
     with tempfile.TemporaryDirectory() as tmp:
         callbacks = Path(tmp)
         if args.against:
@@ -111,7 +115,7 @@ def run_rounds(args, inventory: Path, callbacks: Path, names: dict) -> None:
             times[name].append(wall)
             print("round %d: %-12s %6.1f s  (%s tasks)" % (i, name, wall, re.search(r"BENCH_TASKS (\d+)", out).group(1)),
                   flush=True)
-            if name == "stamped":
+            if name == "fast":
                 slowest = [line for line in out.splitlines() if line.startswith("BENCH_TASK ")]
     hosts = len(RECAP.findall(out))
     print("\nno-op deploy.yml on %d deployed lab hosts, medians of %d rounds (changed=0 in every run)" % (hosts, args.rounds))
@@ -119,9 +123,9 @@ def run_rounds(args, inventory: Path, callbacks: Path, names: dict) -> None:
     for name, runs in times.items():
         print("%-12s %6.1f s  (runs: %s)" % (name, med[name], ", ".join("%.1f" % r for r in runs)))
     for name in med:
-        if name != "stamped":
-            print("ratio stamped / %s: %.2f" % (name, med["stamped"] / med[name]))
-    print("slowest tasks of the last stamped run:\n" + "\n".join(slowest))
+        if name != "fast":
+            print("ratio fast / %s: %.2f" % (name, med["fast"] / med[name]))
+    print("slowest tasks of the last fast run:\n" + "\n".join(slowest))
 
 
 if __name__ == "__main__":

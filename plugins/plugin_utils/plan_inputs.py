@@ -67,7 +67,7 @@ def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
 
 # Options that choose how much a run checks, not what it leaves on a node: a run with
 # preflight_mode=full seals the same state as one without.
-RERUN_NEUTRAL = ("cluster_rerun", "preflight_mode")
+RERUN_NEUTRAL = ("cluster_rerun", "preflight_mode", "sglang_server_validate_always")
 # The collection's own content: a new version of a role or plugin is a new input.
 CONTENT_DIRS = ("roles", "plugins", "playbooks")
 _content_key = {}
