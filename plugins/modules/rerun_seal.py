@@ -8,7 +8,7 @@ module: rerun_seal
 short_description: Tell whether a node is exactly as the last complete deploy left it
 version_added: 0.2.0
 description:
-  - A complete C(deploy.yml) ends with O(state=seal) on every node: the key of the deploy's inputs
+  - A complete C(deploy.yml) ends with O(state=seal) on every node. The key of the deploy's inputs
     (O(inputs), computed by the plan on the controller, and this node's O(secrets)) and a
     fingerprint of everything the roles manage on the node go into the seal at O(path).
   - O(state=check) computes the same and reports RV(sealed) when both match. The fingerprint has
@@ -24,7 +24,7 @@ description:
     device nodes.'
   - A check that finds no match removes the old seal (outside check mode), so a deploy that stops
     half way never leaves a node that looks sealed. Never reports a change, like the check stamps
-    it sits beside: the seal is bookkeeping, not the node's configuration.
+    it sits beside, since the seal is bookkeeping, not the node's configuration.
   - The seal is a 0600 file of root holding digests only.
 options:
   state:
