@@ -45,7 +45,7 @@ class ActionModule(ActionBase):
             raw[host] = self._read(host, hostvars[host], prefixes, unreadable)
         check_mode = bool(self._task.check_mode or getattr(self._play_context, "check_mode", False))
         plan, lines, judged = plan_inputs.compute(model_groups, root_hosts, list(groups.get(HEAD_GROUP, [])),
-                                                   raw, unreadable, check_mode)
+                                                  raw, unreadable, check_mode)
         if lines:
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"

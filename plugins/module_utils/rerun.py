@@ -31,7 +31,17 @@ UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState"
 # nftables' changing numbers: the packets and bytes of counters (firewalld's and ufw's rules
 # count; ours do not).
 NFT_COUNTERS = re.compile(r"\bcounter packets \d+ bytes \d+")
-GPU_DEVICES = ("/dev/nvidia*", "/dev/kfd", "/dev/dri/renderD*", "/dev/infiniband/*")
+# Not /dev/nvidia-uvm-tools or nvidia-caps: the driver makes those on demand.
+GPU_DEVICES = ("/dev/nvidia[0-9]*", "/dev/nvidiactl", "/dev/kfd", "/dev/dri/renderD*", "/dev/infiniband/*")
+# What the server units' NCCL_IB_HCA, GID index and --disaggregation-ib-device follow: which RDMA
+# ports are up, their link layer and their GID tables.
+RDMA_FILES = ("/sys/class/infiniband/*/ports/*/state", "/sys/class/infiniband/*/ports/*/link_layer",
+              "/sys/class/infiniband/*/ports/*/gids/*", "/sys/class/infiniband/*/ports/*/gid_attrs/types/*")
+# Firewall tools' saved rules: an edit shows in their tables only after their next reload.
+HOST_FIREWALL_TREES = ("/etc/firewalld/zones",)
+HOST_FIREWALL_FILES = ("/etc/ufw/ufw.conf", "/etc/ufw/user.rules", "/etc/ufw/user6.rules")
+# The distributions' own exporters, which the monitoring role keeps stopped and disabled.
+DISTRO_UNITS = ("prometheus-node-exporter", "prometheus")
 HOST_FILES = ("/proc/sys/kernel/random/boot_id", "/proc/sys/kernel/osrelease", "/etc/os-release")
 # Every apt/dpkg install or removal rewrites it.
 DPKG_STATUS = "/var/lib/dpkg/status"
@@ -129,13 +139,22 @@ def ufw_state(text):
 
 
 def addresses(ip_json):
-    """[(family, address, prefix)] of `ip -j addr show dev IF`, sorted: not the lifetimes and
-    flags that change by themselves."""
+    """The link's MTU and state and its [family, address, prefix] of `ip -j addr show dev IF`,
+    sorted: not lifetimes, nor the temporary (privacy) IPv6 addresses that rotate by themselves."""
     found = []
     for link in json.loads(ip_json or "[]"):
+        found.append(["link", link.get("mtu"), link.get("operstate")])
         for addr in link.get("addr_info", []):
+            if addr.get("temporary") or addr.get("deprecated"):
+                continue
             found.append([addr.get("family"), addr.get("local"), addr.get("prefixlen")])
-    return sorted(found)
+    return sorted(found, key=json.dumps)
+
+
+def rdma_state(read=None):
+    """{sysfs file: content} of every RDMA port's state, link layer and GID table."""
+    read = read or _read_text
+    return {path: read(path) for pattern in RDMA_FILES for path in sorted(glob.glob(pattern))}
 
 
 def host_state(read=None):
@@ -187,25 +206,32 @@ def fingerprint_spec(plan, host):
     venv, the firewall tables (ours, firewalld's, ufw's), the cluster user and interface, the
     model directory. Run-time data (Ray's temp dir, Prometheus' data, the HF cache) is outside."""
     the_layout, node = plan["layout"], plan["nodes"][host]
-    units = the_layout["units"]
-    seal = the_layout["files"]["rerun_seal"]
-    model_path = plan["groups"][node["group"]].get("model_path") or ""
-    trees = [the_layout["config_dir"], the_layout["libexec_dir"],
-             the_layout["files"]["nftables_dropin"].rsplit("/", 1)[0]]
+    units, files = the_layout["units"], the_layout["files"]
+    group = plan["groups"][node["group"]]
+    model_path = group.get("model_path") or ""
+    trees = [the_layout["config_dir"], the_layout["libexec_dir"], files["nftables_dropin"].rsplit("/", 1)[0]]
     if model_path.startswith("/") and model_path not in trees:
         trees.append(model_path)
+    trees += list(HOST_FIREWALL_TREES)
+    # Directories whose contents are run-time data: their own type, mode and owner only (the data
+    # directory's 0750 hides Ray's sockets and the HF cache from other local users).
+    dirs = [the_layout["data_dir"], the_layout["ray_temp_dir"], the_layout["hf_home"],
+            files["prometheus_data"]] + list(the_layout["ansible_tmp_dirs"]) + list(group.get("model_dirs") or [])
     names = [units["ray"], units["firewall"], units["router"], units["node_exporter"], units["prometheus"],
-             "nftables"] + sorted(units["servers"].values()) + sorted(units["fences"].values())
+             "nftables"] + list(DISTRO_UNITS) + sorted(units["servers"].values()) + sorted(units["fences"].values())
     return {
-        "path": seal,
+        "path": files["rerun_seal"],
         "trees": trees,
-        "exclude": [seal],
-        "files": [the_layout["files"]["ray_cli"]],
+        # The check stamps only spare checks (a missing one costs the check): playbooks other than
+        # deploy.yml rewrite them, which is no drift.
+        "exclude": [the_layout["config_dir"] + "/checked"],
+        "files": sorted(set(dirs) - set(trees)) + [files["ray_cli"]] + list(HOST_FIREWALL_FILES),
         "units": [_service(n) for n in names],
         "venvs": [node["venv_dir"]],
         "nft_tables": ["inet " + the_layout["nft_table"], "inet firewalld", "ip filter", "ip6 filter"],
         "users": [node["user"]],
         "interfaces": [node["cluster_interface"]] if node.get("cluster_interface") else [],
+        "rdma": plan.get("rdma", {}).get("mode", "off") != "off",
     }
 
 

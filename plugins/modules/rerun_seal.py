@@ -19,9 +19,9 @@ description:
     state, enablement, a pending daemon-reload, unit file and drop-ins), each venv of O(venvs) (its
     interpreter and site-packages directories, which every pip install or removal changes), the
     nftables tables of O(nft_tables) (without counters; C(ip filter) and C(ip6 filter) only their
-    ufw chains), the users of O(users), the addresses of O(interfaces), and the host: boot id,
-    kernel release, OS release, the dpkg status (every package install or removal), GPU and RDMA
-    device nodes.'
+    ufw chains; none without nft), the users of O(users), the addresses of O(interfaces), with
+    O(rdma) the RDMA ports, and the host: boot id, kernel release, OS release, the dpkg status (every
+    package install or removal), GPU and RDMA device nodes.'
   - A check that finds no match removes the old seal (outside check mode), so a deploy that stops
     half way never leaves a node that looks sealed. Never reports a change, like the check stamps
     it sits beside, since the seal is bookkeeping, not the node's configuration.
@@ -41,7 +41,7 @@ options:
     type: str
     required: true
   secrets:
-    description: This node's secret inputs (option name to value); hashed into the key on the node, never returned or logged.
+    description: This node's secret inputs (e.g. a digest of them, as deploy.yml passes); part of the key, never returned or logged.
     type: dict
     default: {}
   trees:
@@ -80,10 +80,14 @@ options:
     elements: str
     default: []
   interfaces:
-    description: Network interfaces whose addresses are compared.
+    description: Network interfaces whose MTU, state and addresses are compared (not temporary IPv6 addresses).
     type: list
     elements: str
     default: []
+  rdma:
+    description: Also compare every RDMA port's state, link layer and GID table (sysfs), which the server units follow.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -167,15 +171,19 @@ def fingerprint(module, p):
         parts["unit files"] = rerun.digest([[f, rerun.entry_state(f)] for f in rerun.unit_files(units)])
     for venv in p["venvs"]:
         parts["venv:" + venv] = rerun.digest([[v, path_state(v)] for v in venv_paths(venv)])
+    nft = module.get_bin_path("nft") if p["nft_tables"] else None
     for table in p["nft_tables"]:
-        rc, out, _err = module.run_command(["nft", "list", "table"] + table.split())
+        rc, out, _err = module.run_command([nft, "list", "table"] + table.split()) if nft else (1, "", "")
         text = (rerun.ufw_state(out) if table.split()[1:] == ["filter"] else rerun.nft_state(out)) if rc == 0 else None
         parts["nft:" + table] = rerun.digest(text)
     for name in p["users"]:
         parts["user:" + name] = rerun.digest(user_state(name))
+    ip = module.get_bin_path("ip") if p["interfaces"] else None
     for ifname in p["interfaces"]:
-        rc, out, _err = module.run_command(["ip", "-j", "addr", "show", "dev", ifname])
+        rc, out, _err = module.run_command([ip, "-j", "addr", "show", "dev", ifname]) if ip else (1, "", "")
         parts["interface:" + ifname] = rerun.digest(rerun.addresses(out) if rc == 0 else None)
+    if p["rdma"]:
+        parts["rdma"] = rerun.digest(rerun.rdma_state())
     parts["host"] = rerun.digest(rerun.host_state())
     return parts
 
@@ -196,6 +204,7 @@ def main():
             nft_tables=dict(type="list", elements="str", default=[]),
             users=dict(type="list", elements="str", default=[]),
             interfaces=dict(type="list", elements="str", default=[]),
+            rdma=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

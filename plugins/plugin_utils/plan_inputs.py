@@ -110,15 +110,34 @@ def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version)
             src = v["sglang_model_src_dir"]
             if src not in models:
                 models[src] = model.manifest(src)["key"] if os.path.isdir(src) else None
+    # The controller's file_sd file (the monitoring role writes it there): its current bytes.
+    file_sd = {}
+    for h in hosts:
+        path = judged.values[h].get("cluster_metrics_file_sd")
+        if path and path not in file_sd:
+            file_sd[path] = _file_key(path)
     material = {
         "values": values,
         "extra": {h: {k: raw.get(h, {}).get(k) for k in EXTRA_KEYS} for h in hosts},
-        "groups": model_groups, "heads": list(heads),
-        "content": content_key(), "ansible": ansible_version, "models": models,
+        # In order, as lists: the first host of the first group is the Ray head by default, and
+        # the order of groups and hosts gives ranks and rolls (sort_keys would lose it).
+        "groups": [[g, list(members)] for g, members in model_groups.items()], "hosts": hosts,
+        "heads": list(heads), "content": content_key(), "ansible": ansible_version, "models": models,
+        "file_sd": file_sd,
     }
     plan["rerun"].update(
         inputs=hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest(),
         secret_vars=secret,
+        # preflight_mode=full and sglang_server_validate_always ask for every check every run.
         enabled=plan["rerun"]["mode"] == "fast"
-        and all(judged.values[h].get("preflight_mode") != "full" for h in hosts))
+        and all(judged.values[h].get("preflight_mode") != "full"
+                and not judged.values[h].get("sglang_server_validate_always") for h in hosts))
     return plan
+
+
+def _file_key(path):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None

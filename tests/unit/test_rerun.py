@@ -60,7 +60,7 @@ def test_excluded_paths_and_large_files(tmp_path, monkeypatch):
     root = tree(tmp_path)
     seal = str(root / "checked/deploy")
     before = rerun.tree_state(str(root), [seal])
-    assert "checked/deploy" not in [p for p, _ in before]
+    assert "checked/deploy" not in [entry[0] for entry in before]
     (root / "checked/deploy").write_text("another seal")
     assert rerun.tree_state(str(root), [seal]) == before
     monkeypatch.setattr(rerun, "HASHED_MAX", 2)  # a.conf is now "large": size and mtime
@@ -119,12 +119,20 @@ def test_ufw_chains_only():
 
 def test_addresses_without_lifetimes():
     one = [{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "10.0.0.1", "prefixlen": 24,
-                                              "valid_life_time": 100}]}]
+                                             "valid_life_time": 100}]}]
+    one[0].update(mtu=9000, operstate="UP")
     two = json.loads(json.dumps(one))
     two[0]["addr_info"][0]["valid_life_time"] = 50
-    assert rerun.addresses(json.dumps(one)) == rerun.addresses(json.dumps(two)) == [["inet", "10.0.0.1", 24]]
-    two[0]["addr_info"][0]["local"] = "10.0.0.2"
-    assert rerun.addresses(json.dumps(one)) != rerun.addresses(json.dumps(two))
+    # A temporary (privacy) IPv6 address rotates by itself: not drift.
+    two[0]["addr_info"].append({"family": "inet6", "local": "2001:db8::99", "prefixlen": 64, "temporary": True})
+    assert rerun.addresses(json.dumps(one)) == rerun.addresses(json.dumps(two)) == [
+        ["inet", "10.0.0.1", 24], ["link", 9000, "UP"]]
+    for key, value in (("local", "10.0.0.2"), ("prefixlen", 16)):
+        other = json.loads(json.dumps(one))
+        other[0]["addr_info"][0][key] = value
+        assert rerun.addresses(json.dumps(one)) != rerun.addresses(json.dumps(other))
+    for key, value in (("mtu", 1500), ("operstate", "DOWN")):
+        assert rerun.addresses(json.dumps(one)) != rerun.addresses(json.dumps([dict(one[0], **{key: value})]))
 
 
 @pytest.mark.parametrize("results, active, sealed, words", [
@@ -154,6 +162,18 @@ def plan_and_inputs(**overrides):
     return plan_inputs.rerun_inputs(plan, judged, raw, {"m": hosts}, [], role_specs.load(), "2.19.0")
 
 
+def test_group_order_is_an_input():
+    hosts = ["n1", "n2"]
+    raw = {h: dict(ansible_host="10.0.0.%d" % (i + 1), cluster_interface="eth0", cluster_gpus_per_node=2,
+                   sglang_model_path="/srv/models/m") for i, h in enumerate(hosts)}
+    keys = []
+    for groups in ({"a": ["n1"], "b": ["n2"]}, {"b": ["n2"], "a": ["n1"]}):
+        plan, lines, judged = plan_inputs.compute(groups, hosts, [], raw, {})
+        assert lines is None, lines
+        keys.append(plan_inputs.rerun_inputs(plan, judged, raw, groups, [], role_specs.load(), "2.19.0")["rerun"]["inputs"])
+    assert keys[0] != keys[1]  # the first group's first host is the Ray head
+
+
 def test_inputs_key_follows_every_option_but_no_secret():
     base = plan_and_inputs()["rerun"]
     assert base["enabled"] and len(base["inputs"]) == 64
@@ -174,6 +194,7 @@ def test_inputs_key_follows_every_option_but_no_secret():
     ({}, True),
     ({"n1": {"cluster_rerun": "full"}, "n2": {"cluster_rerun": "full"}}, False),
     ({"n2": {"preflight_mode": "full"}}, False),
+    ({"n1": {"sglang_server_validate_always": True}}, False),
 ])
 def test_enabled(overrides, enabled):
     assert plan_and_inputs(**overrides)["rerun"]["enabled"] is enabled
@@ -203,10 +224,15 @@ def test_spec_names_every_unit_and_the_seal():
     plan = plan_and_inputs()
     spec = rerun.fingerprint_spec(plan, "n2")
     layout = plan["layout"]
-    assert spec["path"] == layout["files"]["rerun_seal"] and spec["exclude"] == [spec["path"]]
+    # The seal and the check stamps are bookkeeping, not drift.
+    assert spec["path"] == layout["files"]["rerun_seal"] and spec["exclude"] == [layout["config_dir"] + "/checked"]
+    assert spec["path"].startswith(spec["exclude"][0] + "/")
     assert layout["config_dir"] in spec["trees"] and "/var/lib/sglang/models/m" in spec["trees"]
+    # The run-time directories: their own mode and owner.
+    assert {layout["data_dir"], layout["ray_temp_dir"], "/var/lib/sglang/models"} <= set(spec["files"])
+    assert not spec["rdma"] or plan["rdma"]["mode"] != "off"
     assert {"sglang-server-m.service", "sglang-fence-m.service", "sglang-router.service",
-            layout["units"]["ray"] + ".service", "nftables.service"} <= set(spec["units"])
+            layout["units"]["ray"] + ".service", "nftables.service", "prometheus-node-exporter.service"} <= set(spec["units"])
     assert spec["nft_tables"][0] == "inet " + layout["nft_table"]
     assert spec["users"] == [plan["nodes"]["n2"]["user"]] and spec["interfaces"] == ["eth0"]
 
