@@ -22,6 +22,8 @@ def test_second_deploy_changes_nothing(deployed):
     run = playbook("playbooks/deploy.yml")
     assert run.rc == 0
     assert {h: r["changed"] for h, r in run.recap.items()} == {H1: 0, H2: 0}
+    # Both nodes as the first deploy sealed them: every play after the re-run check ends at once.
+    assert "Re-run: all 2 nodes are as the last complete deploy left them" in " ".join(run.out.split())
 
 
 def test_verify_reports_nodes_and_gpus(deployed):
