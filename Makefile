@@ -43,7 +43,7 @@ lab-down: venv
 	$(BIN)/python tools/lab.py down
 
 unit: venv
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n auto tests/unit
 
 lint: venv
 	ansible-lint
