@@ -20,7 +20,7 @@ help:
 	@echo "make galaxy     Galaxy's importer (galaxy-importer) on the built collection, in .venv-galaxy"
 	@echo "make matrix     syntax checks, unit tests and the plan under every claimed ansible-core"
 	@echo "make bench      plan step on 2-512 generated nodes; port mesh wall time on 2, 4 and 8 lab hosts;"
-	@echo "                sglang-ops status on 2 and 8"
+	@echo "                sglang-ops status on 2 and 8; a no-op deploy.yml on 2 and 8 sealed hosts"
 
 $(BIN)/.installed: requirements/control.txt requirements/test.txt cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,7 @@ bench: venv deps
 	$(BIN)/python tools/bench_plan.py --rounds 3
 	$(BIN)/python tools/bench_mesh.py --rounds 3
 	$(BIN)/python tools/bench_cli.py --rounds 3
+	$(BIN)/python tools/bench_noop.py --sealed 2 8 --rounds 3
 
 # The matrix skips the unit tests of the tooling venv's own ansible-core: `unit` runs them.
 test: export MATRIX_UNIT_DONE := $(shell sed -n 's/^ansible-core==//p' requirements/control.txt)

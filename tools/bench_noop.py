@@ -15,9 +15,14 @@ With `--against REV` the same re-run of another revision of this repository (che
 temporary git worktree) is interleaved too: how much a change made the re-run faster, measured
 side by side on the same hosts. Its run must also report changed=0 on hosts this tree deployed.
 
-Not in `make bench`: it needs hosts with the venv installed (a first deploy, minutes on CI).
+The comparison needs hosts with the venv installed (a first deploy, minutes on CI), so it is not
+in `make bench`. `--sealed 2 8` is: it brings up bare lab hosts, seals them as they are
+(tools/bench_seal.yml) and times the no-op re-run on 2 and 8 of them, interleaved: the re-run
+check's own cost at each size (the plan, one comparison per node, every later play ending), not
+the comparison of a deployed node's larger trees, which is a few stat calls more.
 
     tools/bench_noop.py --inventory .lab/lab [--rounds 3] [--against REV]
+    tools/bench_noop.py --sealed 2 8 [--rounds 3]
 """
 from __future__ import annotations
 
@@ -32,6 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import lab  # noqa: E402  (the project's lab tool)
+
+SEALED_PREFIX, SEALED_FIRST = "seal", 91
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 # A callback of this benchmark only: per-task wall time, printed after the recap.
 CALLBACK = '''
@@ -82,10 +91,16 @@ def deploy(inventory: Path, callbacks: Path, extra=(), noop: bool = True, tree: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--inventory", type=Path, required=True, help="deployed lab hosts (deployed by this tree)")
+    ap.add_argument("--inventory", type=Path, help="deployed lab hosts (deployed by this tree)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--against", metavar="REV", help="also time the re-run of this git revision (e.g. HEAD~3)")
+    ap.add_argument("--sealed", type=int, nargs="+", metavar="N",
+                    help="instead: the re-run check's cost on N bare, sealed lab hosts (e.g. 2 8)")
     args = ap.parse_args()
+    if args.sealed:
+        return sealed(sorted(set(args.sealed)), args.rounds)
+    if not args.inventory:
+        ap.error("--inventory or --sealed is required")
     inventory = args.inventory.resolve()
     names = {"fast": (ROOT, ()), "full": (ROOT, PHASES), "every check": (ROOT, FULL)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +117,54 @@ def main() -> None:
         finally:
             if args.against:
                 subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+
+
+def sealed(sizes, rounds: int) -> None:
+    # Hosts of their own per size (a node's seal holds the inputs of the cluster it was sealed in),
+    # one lab prefix each (a prefix has at most 8 hosts).
+    inventories, first = {}, SEALED_FIRST
+    for n in sizes:
+        prefix = "%s%d" % (SEALED_PREFIX, n)
+        subprocess.run([sys.executable, str(ROOT / "tools/lab.py"), "up", "--prefix", prefix, "--first", str(first),
+                        "--count", str(n)], check=True)
+        inventories[n], first = lab.inventory_dir(prefix), first + n
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            callbacks = Path(tmp)
+            (callbacks / "bench_task_times.py").write_text(CALLBACK)
+            # Twice: the first seal makes the configuration directory it lives in, which the
+            # second one finds (a deployed node has that directory already).
+            for n in sizes + sizes:
+                proc = subprocess.run(["ansible-playbook", "tools/bench_seal.yml", "-i", str(inventories[n])],
+                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                if proc.returncode != 0:
+                    sys.exit("bench: sealing %d hosts failed: %s" % (n, proc.stdout[-3000:]))
+            for n in sizes:  # a host that does not match would get a whole deploy
+                check = subprocess.run(["ansible-playbook", "tools/rerun_check.yml", "--check", "-i",
+                                        str(inventories[n])], cwd=ROOT, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                if "nothing can change" not in " ".join(check.stdout.split()):
+                    sys.exit("bench: %d hosts do not match the seal just written: %s" % (n, check.stdout[-2000:]))
+            times = {n: [] for n in sizes}
+            for i in range(1, rounds + 1):
+                for n in sizes:
+                    wall, out = deploy(inventories[n], callbacks)
+                    if "nothing can change" not in " ".join(out.split()):
+                        sys.exit("bench: the re-run on %d sealed hosts did not stop after its check: %s" % (n, out[-3000:]))
+                    times[n].append(wall)
+                    print("round %d: %d hosts  %5.1f s  (%s tasks)" % (i, n, wall, re.search(r"BENCH_TASKS (\d+)", out).group(1)),
+                          flush=True)
+    finally:
+        for n in sizes:
+            subprocess.run([sys.executable, str(ROOT / "tools/lab.py"), "down", "--prefix", "%s%d" % (SEALED_PREFIX, n)],
+                           check=False)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print("\nno-op deploy.yml on bare sealed lab hosts (every play after the re-run check ends), medians of %d rounds" % rounds)
+    for n in sizes:
+        print("%d hosts: %5.1f s  (runs: %s)" % (n, med[n], ", ".join("%.1f" % r for r in times[n])))
+    if len(sizes) > 1:
+        print("ratio %d/%d: %.2f" % (sizes[-1], sizes[0], med[sizes[-1]] / med[sizes[0]]))
 
 
 def run_rounds(args, inventory: Path, callbacks: Path, names: dict) -> None:

@@ -2,7 +2,7 @@
 
 On the shared pair: a stopped Ray unit on one host, an edited server unit file and a flushed
 firewall table on the other, a package removed from one venv, a secret file's mode. After each,
-deploy.yml's re-run check alone (tests/integration/playbooks/rerun_check.yml) names the node and
+deploy.yml's re-run check alone (tools/rerun_check.yml) names the node and
 what differs from its seal. One deploy.yml puts every one back, and the removed package's venv
 gets SGLang's check again (its stamp no longer matches) while the untouched host's check is not
 repeated; the run after that changes nothing and stops after its check.
@@ -20,7 +20,7 @@ PY = DEFAULTS["cluster_venv_dir"] + "/bin/python"
 STAMP = DEFAULTS["cluster_config_dir"] + "/checked/sglang-server-lab_model"
 
 
-CHECK = str(ROOT / "tests/integration/playbooks/rerun_check.yml")
+CHECK = str(ROOT / "tools/rerun_check.yml")
 TOKEN = DEFAULTS["cluster_config_dir"] + "/ray-auth-token"
 
 
