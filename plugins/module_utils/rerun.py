@@ -256,3 +256,11 @@ def verdict(results, hosts, active):
             "(same inputs; files, units, venv, firewall tables, user, addresses and host unchanged): "
             "nothing can change, later phases end at once. cluster_rerun=full runs them; verify.yml "
             "checks the running cluster." % len(hosts)}
+
+
+def every_phase(run_tags, skip_tags, known_tags, limited=False):
+    """Whether a run converges every phase of deploy.yml: no --tags, no --limit, and no
+    --skip-tags that names a tag of the collection (molecule skips molecule-notest, which none
+    of its tasks carry)."""
+    return (list(run_tags or ["all"]) == ["all"] and not limited
+            and not set(skip_tags or ()) & set(known_tags))

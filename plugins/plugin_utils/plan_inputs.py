@@ -6,9 +6,12 @@ line names exactly the ranks, units and paths that deploy.yml made.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+
+import yaml
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     DEFAULTS,
@@ -71,6 +74,37 @@ RERUN_NEUTRAL = ("cluster_rerun", "preflight_mode", "sglang_server_validate_alwa
 # The collection's own content: a new version of a role or plugin is a new input.
 CONTENT_DIRS = ("roles", "plugins", "playbooks")
 _content_key = {}
+_tags = {}
+
+
+def collection_tags(root=role_specs.COLLECTION_DIR):
+    """Every tag the collection's roles and playbooks use: a --skip-tags of none of these (e.g.
+    molecule's molecule-notest) skips nothing of deploy.yml."""
+    if root not in _tags:
+        found = set()
+
+        def walk(node):
+            if isinstance(node, dict):
+                tags = node.get("tags")
+                if isinstance(tags, str):
+                    found.add(tags)
+                elif isinstance(tags, list):
+                    found.update(t for t in tags if isinstance(t, str))
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        for pattern in ("roles/*/tasks/*.yml", "playbooks/*.yml"):
+            for path in sorted(glob.glob(os.path.join(root, pattern))):
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        walk(yaml.safe_load(f))
+                except (OSError, yaml.YAMLError):
+                    continue
+        _tags[root] = sorted(found)
+    return _tags[root]
 
 
 def content_key(root=role_specs.COLLECTION_DIR):
@@ -127,7 +161,7 @@ def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version)
     }
     plan["rerun"].update(
         inputs=hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest(),
-        secret_vars=secret,
+        secret_vars=secret, tags=collection_tags(),
         # preflight_mode=full and sglang_server_validate_always ask for every check every run.
         enabled=plan["rerun"]["mode"] == "fast"
         and all(judged.values[h].get("preflight_mode") != "full"

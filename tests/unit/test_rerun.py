@@ -273,3 +273,20 @@ def test_module_seals_then_names_what_drifted(module_run, tmp_path):
 def test_module_refuses_a_table_without_family(module_run, tmp_path):
     got = module_run("rerun_seal", **seal_args(tmp_path, nft_tables=["sglang_ops"]))
     assert got["failed"] and "family name" in got["msg"]
+
+
+@pytest.mark.parametrize("run_tags, skip_tags, limited, every", [
+    (["all"], [], False, True),
+    (("all",), ["molecule-notest", "notest"], False, True),  # molecule's: no task of ours has them
+    (["all"], ["ray"], False, False),
+    (["install"], [], False, False),
+    (["all"], [], True, False),
+])
+def test_every_phase(run_tags, skip_tags, limited, every):
+    assert rerun.every_phase(run_tags, skip_tags, plan_inputs.collection_tags(), limited) is every
+
+
+def test_collection_tags_are_read_from_roles_and_playbooks():
+    tags = plan_inputs.collection_tags()
+    assert {"preflight", "install", "ray", "server", "monitoring", "always", "ray_configure"} <= set(tags)
+    assert "molecule-notest" not in tags
