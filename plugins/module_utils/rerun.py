@@ -1,7 +1,7 @@
 """A node's seal: what the last complete deploy left on it, so a re-run can tell "nothing to do".
 
 A complete deploy.yml ends by writing, on every node, the key of its inputs (every role option
-of every host, the collection's own content, the node's secrets) and a fingerprint of what the
+of every host, the collection's own content, a digest of the secrets, in a no_log option) and a fingerprint of what the
 roles manage there: the collection's files and directories, its units' files and states, the
 venv's packages, the nftables tables, the cluster user, the cluster interface's addresses and
 the host itself (boot, kernel, OS packages, GPU devices). A re-run with the same inputs whose
@@ -185,7 +185,7 @@ def _stat_key(path):
 
 
 def seal_key(inputs, secrets):
-    """sha256 of the deploy's inputs and this node's secrets (which never leave the node)."""
+    """sha256 of the deploy's inputs and the secrets' digest (never logged: a no_log option)."""
     return hashlib.sha256(json.dumps({"inputs": inputs, "secrets": secrets}, sort_keys=True,
                                      default=str).encode()).hexdigest()
 
