@@ -4,10 +4,11 @@ A complete deploy.yml ends by writing, on every node, the key of its inputs (eve
 of every host, the collection's own content, a digest of the secrets, in a no_log option) and a
 fingerprint of what the roles manage there: the collection's files and directories, its units'
 files and states, the venv's packages, the nftables tables, the cluster user, the cluster
-interface's addresses and the host itself (boot, kernel, OS packages, GPU devices). A re-run with the same inputs whose
-fingerprint is unchanged on every node has nothing to converge; any difference, or a missing or
-foreign seal, runs every phase, which repairs it. The seal never makes a check pass: it only
-records that the phases that ran after their checks left exactly this state.
+interface's addresses and the host itself (boot, kernel, OS packages, GPU devices). A re-run
+with the same inputs whose fingerprint is unchanged on every node has nothing to converge; any
+difference, or a missing or foreign seal, runs every phase, which repairs it. The seal never
+makes a check pass: it only records that the phases that ran after their checks left exactly
+this state.
 
 The seal holds digests only (0600 root, like the check stamps): no content, no secret.
 """
