@@ -119,6 +119,11 @@ def main() -> None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
 
 
+def playbook(name: str, inventory: Path, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(["ansible-playbook", name, "-i", str(inventory), *extra], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+
+
 def sealed(sizes, rounds: int) -> None:
     # Hosts of their own per size (a node's seal holds the inputs of the cluster it was sealed in),
     # one lab prefix each (a prefix has at most 8 hosts).
@@ -135,15 +140,11 @@ def sealed(sizes, rounds: int) -> None:
             # Twice: the first seal makes the configuration directory it lives in, which the
             # second one finds (a deployed node has that directory already).
             for n in sizes + sizes:
-                proc = subprocess.run(["ansible-playbook", "tools/bench_seal.yml", "-i", str(inventories[n])],
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                proc = playbook("tools/bench_seal.yml", inventories[n])
                 if proc.returncode != 0:
                     sys.exit("bench: sealing %d hosts failed: %s" % (n, proc.stdout[-3000:]))
             for n in sizes:  # a host that does not match would get a whole deploy
-                check = subprocess.run(["ansible-playbook", "tools/rerun_check.yml", "--check", "-i",
-                                        str(inventories[n])], cwd=ROOT, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                check = playbook("tools/rerun_check.yml", inventories[n], "--check")
                 if "nothing can change" not in " ".join(check.stdout.split()):
                     sys.exit("bench: %d hosts do not match the seal just written: %s" % (n, check.stdout[-2000:]))
             times = {n: [] for n in sizes}

@@ -44,14 +44,15 @@ class ActionModule(ActionBase):
         for host in root_hosts:
             raw[host] = self._read(host, hostvars[host], prefixes, unreadable)
         check_mode = bool(self._task.check_mode or getattr(self._play_context, "check_mode", False))
+        specs = role_specs.load()
         plan, lines, judged = plan_inputs.compute(model_groups, root_hosts, list(groups.get(HEAD_GROUP, [])),
-                                                  raw, unreadable, check_mode)
+                                                  raw, unreadable, check_mode, specs)
         if lines:
             raise AnsibleActionFail("The inventory is not a valid SGLang cluster (%d problem%s); "
                                     "no host was contacted:\n- %s"
                                     % (len(lines), "" if len(lines) == 1 else "s", "\n- ".join(lines)))
         plan_inputs.rerun_inputs(plan, judged, raw, model_groups, list(groups.get(HEAD_GROUP, [])),
-                                 role_specs.load(), ansible_version)
+                                 specs, ansible_version)
         # A host fact is deep-copied for every host at every task (Ansible's clean_facts): with a
         # plan that grows with the cluster that is quadratic (60 s of a 512-node plan step). The
         # plan role publishes it with set_fact instead, which Ansible shares without copying.

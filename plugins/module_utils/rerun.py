@@ -22,6 +22,8 @@ import os
 import re
 import stat
 
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.stamp import path_state
+
 # Regular files up to this size are compared by content (unit files, configs, scripts, secrets);
 # larger ones (model weights) by size and modification time.
 HASHED_MAX = 1 << 20
@@ -53,7 +55,8 @@ def digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _file_digest(path):
+def file_digest(path):
+    """sha256 of a file's bytes, read in blocks (OSError when unreadable)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):
@@ -74,7 +77,7 @@ def entry_state(path):
     elif stat.S_ISREG(st.st_mode):
         if st.st_size <= HASHED_MAX:
             try:
-                state.append(_file_digest(path))
+                state.append(file_digest(path))
             except OSError:
                 state.append(None)
         else:
@@ -164,7 +167,7 @@ def host_state(read=None):
     read = read or _read_text
     return {
         "files": {p: read(p) for p in HOST_FILES},
-        "dpkg": _stat_key(DPKG_STATUS),
+        "dpkg": path_state(DPKG_STATUS),
         "devices": sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern)),
     }
 
@@ -175,14 +178,6 @@ def _read_text(path):
             return f.read(65536).strip()
     except OSError:
         return None
-
-
-def _stat_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def seal_key(inputs, secrets):

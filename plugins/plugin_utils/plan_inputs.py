@@ -20,7 +20,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan im
     build_plan,
     report,
 )
-from ansible_collections.sglang_ops.cluster.plugins.module_utils import model
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import model, rerun
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import inputs, role_specs
 
 # Read per host besides the collection's own variables.
@@ -32,16 +32,16 @@ def namespaces():
     return inputs.namespaces(role_specs.roles())
 
 
-def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False):
+def compute(model_groups, root_hosts, heads, raw, unreadable, check_mode=False, specs=None):
     """(plan, None, judged) or (None, [one line per problem], judged).
 
     model_groups: {group: [hosts in order]}; root_hosts: every host of sglang_nodes in order;
     heads: the hosts of the ray_head group; raw: {host: {variable: value}} (the collection's
     namespaces and EXTRA_KEYS); unreadable: {(host, variable): why} for values that could not be
-    templated. judged.values holds every role option with its default, for callers that read
-    role settings.
+    templated; specs: role_specs.load(), when the caller has it already. judged.values holds
+    every role option with its default, for callers that read role settings.
     """
-    judged = inputs.judge(root_hosts, raw, role_specs.load(), role_specs.roles(), check_mode, unreadable)
+    judged = inputs.judge(root_hosts, raw, specs or role_specs.load(), role_specs.roles(), check_mode, unreadable)
     plain = {}
     for host in root_hosts:
         plain[host] = {k: judged.values[host].get(k) for k in DEFAULTS}
@@ -79,7 +79,8 @@ _tags = {}
 
 def collection_tags(root=role_specs.COLLECTION_DIR):
     """Every tag the collection's roles and playbooks use: a --skip-tags of none of these (e.g.
-    molecule's molecule-notest) skips nothing of deploy.yml."""
+    molecule's molecule-notest) skips nothing of deploy.yml. Read once per process, by the filter
+    rerun_every_phase (only deploy.yml asks), not by the plan step every playbook runs."""
     if root not in _tags:
         found = set()
 
@@ -100,7 +101,7 @@ def collection_tags(root=role_specs.COLLECTION_DIR):
             for path in sorted(glob.glob(os.path.join(root, pattern))):
                 try:
                     with open(path, encoding="utf-8") as f:
-                        walk(yaml.safe_load(f))
+                        walk(yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
                 except (OSError, yaml.YAMLError):
                     continue
         _tags[root] = sorted(found)
@@ -131,8 +132,9 @@ def content_key(root=role_specs.COLLECTION_DIR):
 def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version):
     """The plan's `rerun` entry completed: `inputs` (sha256 of every role option of every host
     except secrets, the groups, the collection's content, Ansible's version and the controller's
-    model copies), `secret_vars` (the option names whose values rerun_seal hashes on each node,
-    so that no digest of a secret leaves it) and `enabled`."""
+    model copies and file_sd file), `secret_vars` (the option names whose values deploy.yml
+    digests into rerun_seal's no_log option, so that neither they nor the digest reach a log or a
+    fact) and `enabled`."""
     secret = sorted(n for n, s in specs.items() if s.get("no_log"))
     hosts = list(judged.values)
     values = {h: {k: v for k, v in judged.values[h].items() if k not in secret and k not in RERUN_NEUTRAL}
@@ -149,7 +151,7 @@ def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version)
     for h in hosts:
         path = judged.values[h].get("cluster_metrics_file_sd")
         if path and path not in file_sd:
-            file_sd[path] = _file_key(path)
+            file_sd[path] = _file_digest(path)
     material = {
         "values": values,
         "extra": {h: {k: raw.get(h, {}).get(k) for k in EXTRA_KEYS} for h in hosts},
@@ -161,7 +163,7 @@ def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version)
     }
     plan["rerun"].update(
         inputs=hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest(),
-        secret_vars=secret, tags=collection_tags(),
+        secret_vars=secret,
         # preflight_mode=full and sglang_server_validate_always ask for every check every run.
         enabled=plan["rerun"]["mode"] == "fast"
         and all(judged.values[h].get("preflight_mode") != "full"
@@ -169,9 +171,8 @@ def rerun_inputs(plan, judged, raw, model_groups, heads, specs, ansible_version)
     return plan
 
 
-def _file_key(path):
+def _file_digest(path):
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        return rerun.file_digest(path)
     except OSError:
         return None

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from ansible_collections.sglang_ops.cluster.plugins.filter.rerun import FilterModule as RerunFilters
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import rerun
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan
 from ansible_collections.sglang_ops.cluster.plugins.plugin_utils import plan_inputs, role_specs
@@ -284,6 +285,7 @@ def test_module_refuses_a_table_without_family(module_run, tmp_path):
 ])
 def test_every_phase(run_tags, skip_tags, limited, every):
     assert rerun.every_phase(run_tags, skip_tags, plan_inputs.collection_tags(), limited) is every
+    assert RerunFilters().filters()["rerun_every_phase"](run_tags, skip_tags, limited) is every
 
 
 def test_collection_tags_are_read_from_roles_and_playbooks():
