@@ -9,7 +9,7 @@ export ANSIBLE_FORCE_COLOR := 0
 LAB_INV := .lab/lab
 N ?= 2
 
-.PHONY: help venv deps lab lab-down unit lint syntax collection sanity galaxy matrix molecule integration bench test clean
+.PHONY: help venv deps lab lab-down unit lint syntax collection sanity galaxy matrix molecule integration bench bench-first test clean
 
 help:
 	@echo "make lab        bring up $(N) lab hosts, deploy.yml, verify.yml (N=4 make lab for four)"
@@ -21,6 +21,7 @@ help:
 	@echo "make matrix     syntax checks, unit tests and the plan under every claimed ansible-core"
 	@echo "make bench      plan step on 2-512 generated nodes; port mesh wall time on 2, 4 and 8 lab hosts;"
 	@echo "                sglang-ops status on 2 and 8; a no-op deploy.yml on 2 and 8 sealed hosts"
+	@echo "make bench-first  the first deploy.yml on 2 fresh lab hosts against pip + ray start by hand"
 
 $(BIN)/.installed: requirements/control.txt requirements/test.txt cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +83,11 @@ bench: venv deps
 	$(BIN)/python tools/bench_mesh.py --rounds 3
 	$(BIN)/python tools/bench_cli.py --rounds 3
 	$(BIN)/python tools/bench_noop.py --sealed 2 8 --rounds 3
+
+# The first deploy on 2 fresh hosts against its floor (pip and Ray by hand): about 20 minutes,
+# not in `test`.
+bench-first: venv deps
+	$(BIN)/python tools/bench_first.py --rounds 3
 
 # The matrix skips the unit tests of the tooling venv's own ansible-core: `unit` runs them.
 test: export MATRIX_UNIT_DONE := $(shell sed -n 's/^ansible-core==//p' requirements/control.txt)

@@ -23,6 +23,7 @@ Molecule's create/destroy call this same tool, so there is one way test hosts ar
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -819,6 +820,13 @@ def main(argv: list[str] | None = None) -> None:
         image(args)
     elif args.cmd == "inventory":
         print(inventory_dir(args.prefix))
+    elif args.cmd in ("up", "down"):
+        # Parallel test workers bring up labs of their own at once: one at a time builds the
+        # image, fills the wheelhouse, starts the servers or decides to stop them.
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with open(CACHE / "lab.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            args.fn(args)
     else:
         args.fn(args)
 

@@ -1,8 +1,8 @@
 """Integration tests on real lab hosts: systemd, sshd and nftables in podman, over SSH.
 
-One lab (prefix `it`, hosts it1 and it2 at .31 and .32, or IT_PREFIX / IT_FIRST) is brought up per session with the
-project's own tools/lab.py and removed at the end; tests deploy onto it with ansible-playbook
-exactly as an operator would.
+One lab (prefix `it`, hosts it1 and it2 at .31 and .32, or IT_PREFIX / IT_FIRST) is brought up per
+session with the project's own tools/lab.py and removed at the end; tests deploy onto it with
+ansible-playbook exactly as an operator would.
 """
 
 import json

@@ -25,19 +25,23 @@ UNIT = "sglang-ops-test-ray-tls"
 # The ray role's environment names, with this test's files.
 ENV = ray_tls_env({"files": {"ray_tls_cert": WORK + "/cert.pem", "ray_tls_key": WORK + "/key.pem",
                              "ray_tls_ca": WORK + "/ca.pem"}})
+# Both clients give up on an unanswering GCS within seconds instead of Ray's minute: the refused
+# one then fails (rc 1, "Failed to connect to GCS") rather than running into `timeout`.
+CLIENT_TIMEOUTS = ["RAY_gcs_rpc_server_connect_timeout_s=2", "RAY_gcs_rpc_server_reconnect_timeout_s=5"]
 CLIENT = ("import json, ray; ray.init(address='%s:%d', log_to_driver=False); "
           "print(json.dumps(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive'])))" % (IP1, GCS))
 
 
 def start(host, argv):
     env = sum((["-E", "%s=%s" % kv] for kv in sorted(dict(ENV, RAY_USAGE_STATS_ENABLED="0").items())), [])
-    on_host(host, " ".join(["systemd-run", "--unit=" + UNIT, "--uid=" + USER, "--gid=" + USER, "-p",
+    # As the ray role's unit stops Ray: SIGTERM to `ray start --block`, then the rest killed.
+    on_host(host, " ".join(["systemd-run", "--unit=" + UNIT, "-p", "KillMode=mixed", "-p", "TimeoutStopSec=10", "--uid=" + USER, "--gid=" + USER, "-p",
                             "WorkingDirectory=" + WORK] + env + [VENV + "/bin/ray", "start", "--block"] + argv))
 
 
 def client(host, tls):
-    env = " ".join("%s=%s" % kv for kv in sorted(ENV.items())) if tls else "RAY_USE_TLS=0"
-    proc = subprocess.run(["podman", "exec", host, "timeout", "90", "runuser", "-u", USER, "--", "env", *env.split(),
+    env = ["%s=%s" % kv for kv in sorted(ENV.items())] if tls else ["RAY_USE_TLS=0"]
+    proc = subprocess.run(["podman", "exec", host, "timeout", "90", "runuser", "-u", USER, "--", "env", *env, *CLIENT_TIMEOUTS,
                            VENV + "/bin/python", "-c", CLIENT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
     return proc.returncode, proc.stdout
@@ -68,8 +72,9 @@ def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
         assert seen == sorted([IP1, IP2]), out[-3000:]
         # Without it, on the same address the client above just used: refused, no node listed.
         rc, out = client(H2, tls=False)
-        assert rc != 0 and not any(line.startswith('["') for line in out.splitlines()), out[-3000:]
+        assert rc == 1 and not any(line.startswith('["') for line in out.splitlines()), out[-3000:]
+        assert "Failed to connect to GCS" in out, out[-3000:]
     finally:
-        for host in (H1, H2):
+        for host in (H2, H1):  # the worker first: stopped after its head it waits for the GCS
             on_host(host, "systemctl stop %s 2>/dev/null; systemctl reset-failed %s 2>/dev/null; rm -rf %s; true"
                     % (UNIT, UNIT, WORK))
