@@ -41,7 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402  (the project's lab tool, beside this file)
-from bench_noop import CALLBACK  # noqa: E402  (per-task wall times)
+from bench_noop import CALLBACK, playbook  # noqa: E402  (per-task wall times; ansible-playbook in the checkout)
 from bench_rayup import GCS_PORT, RAY_NODE_ARGS, VENV, Probe, on_host  # noqa: E402
 
 sys.path.insert(0, str(lab.ROOT / "collections"))
@@ -55,20 +55,16 @@ LOCK = "/root/bench-lock.txt"
 
 def fresh_hosts() -> list[dict]:
     """Two hosts created now: nothing of a previous run on them."""
-    subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "down", "--prefix", PREFIX], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "up", "--prefix", PREFIX, "--first", str(FIRST),
-                    "--count", "2"], check=True, stdout=subprocess.DEVNULL)
+    lab.main(["down", "--prefix", PREFIX])
+    lab.main(["up", "--prefix", PREFIX, "--first", str(FIRST), "--count", "2"])
     return lab.lab_hosts(PREFIX, 2, FIRST)
 
 
 def deploy(callbacks: str) -> tuple[float, list[str]]:
     """Seconds, and the slowest tasks (bench_noop's callback)."""
     t0 = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.inventory_dir(PREFIX))],
-                          cwd=lab.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=callbacks,
-                                   ANSIBLE_CALLBACKS_ENABLED="bench_task_times"))
+    proc = playbook("playbooks/deploy.yml", lab.inventory_dir(PREFIX),
+                    env={"ANSIBLE_CALLBACK_PLUGINS": callbacks, "ANSIBLE_CALLBACKS_ENABLED": "bench_task_times"})
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit("bench: deploy.yml failed (rc %d):\n%s" % (proc.returncode, proc.stdout[-4000:]))
@@ -142,7 +138,7 @@ def main() -> None:
                         r + 1, seconds, ", ".join("%s %.1f" % kv for kv in steps.items()), os.getloadavg()[0]), flush=True)
                 times[kind].append(seconds)
     finally:
-        subprocess.run([sys.executable, str(lab.ROOT / "tools/lab.py"), "down", "--prefix", PREFIX], check=False)
+        lab.down_sized(PREFIX, ())  # the hosts go; a failure to remove them does not hide the figures
         shutil.rmtree(callbacks, ignore_errors=True)
     d, f = statistics.median(times["deploy"]), statistics.median(times["floor"])
     print("\nfirst full deploy on 2 fresh hosts against its floor, medians of %d rounds" % args.rounds)

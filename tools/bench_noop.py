@@ -119,9 +119,10 @@ def main() -> None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
 
 
-def playbook(name: str, inventory: Path, *extra) -> subprocess.CompletedProcess:
+def playbook(name: str, inventory: Path, *extra, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", name, "-i", str(inventory), *extra], cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {})))
 
 
 def sealed(sizes, rounds: int) -> None:

@@ -821,8 +821,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "inventory":
         print(inventory_dir(args.prefix))
     elif args.cmd in ("up", "down"):
-        # Parallel test workers bring up labs of their own at once: one at a time builds the
-        # image, fills the wheelhouse, starts the servers or decides to stop them.
+        # Labs of other prefixes may come and go at once (a benchmark beside the tests): one at
+        # a time builds the image, fills the wheelhouse, starts the servers or decides to stop them.
         CACHE.mkdir(parents=True, exist_ok=True)
         with open(CACHE / "lab.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -185,7 +185,7 @@ def test_restart_follows_the_planned_order(stand_ins):
     (("restart", "no_such_group"), "unknown group 'no_such_group'. Fix: use one of the inventory's model groups: " + GROUP),
     (("restart", H2), "%s is rank 1 of %s: a rank restarted alone cannot rejoin its group" % (H2, GROUP)),
     (("logs", "nothing"), "logs: unknown target 'nothing'"),
-], ids=["unknown group", "rank alone", "unknown logs target"])  # no host names: xdist workers differ
+], ids=["unknown group", "rank alone", "unknown logs target"])  # stable ids, whatever IT_PREFIX names the hosts
 def test_refusals(deployed, args, message):
     run = cli(*args)
     assert run.returncode == 2 and message in run.stderr

@@ -27,7 +27,8 @@ def test_second_deploy_changes_nothing(deployed):
 
 
 def test_verify_reports_nodes_and_gpus(deployed):
-    # The report beside this lab's inventory: another xdist worker's verify writes the default one.
+    # The report beside this lab's inventory: a run on another IT_PREFIX from the same checkout
+    # writes the default verify-report.json in the checkout too.
     path = INVENTORY / "verify-report.json"
     run = playbook("playbooks/verify.yml", INVENTORY, "-e", "verify_report_path=%s" % path)
     assert run.rc == 0
