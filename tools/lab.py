@@ -657,9 +657,13 @@ def containers(prefix: str) -> list[str]:
 
 def down(args) -> None:
     names = containers(args.prefix)
-    if names:
-        # -t 5: systemd in the host gets SIGRTMIN+3 and halts in about a second.
-        run("podman", "rm", "-f", "-t", "5", *names, stdout=subprocess.DEVNULL)
+    # -t 5: systemd in the host gets SIGRTMIN+3 and halts in about a second. One `podman rm` per
+    # host, all at once: removing a deployed host's layer (the 3.8 GB venv) takes about 14 s, and
+    # one command removes its hosts one after the other.
+    procs = [subprocess.Popen(["podman", "rm", "-f", "-t", "5", name], stdout=subprocess.DEVNULL) for name in names]
+    failed = [name for name, proc in zip(names, procs) if proc.wait() != 0]
+    if failed:
+        raise SystemExit("lab: podman rm failed for %s" % " ".join(failed))
     shutil.rmtree(inventory_dir(args.prefix), ignore_errors=True)
     if not out("podman", "ps", "-q", "--filter", "label=lab.group"):
         stop_serving()

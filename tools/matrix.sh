@@ -4,7 +4,7 @@
 #   claim    meta/runtime.yml requires_ansible and each role's min_ansible_version = the list
 #   targets  modules and module_utils parse for the oldest target Python that ansible-core supports
 #   syntax   ansible-playbook --syntax-check of every playbooks/*.yml (-i inventories/two_node)
-#   unit     python -m pytest -n auto tests/unit (not for the version MATRIX_UNIT_DONE names: `make test`
+#   unit     python -m pytest $UNIT_XDIST tests/unit (the Makefile's workers; not for the version MATRIX_UNIT_DONE names: `make test`
 #            sets it to the tooling venv's ansible-core, whose unit tests `make unit` just ran)
 #   docs     ansible-doc renders every module, filter and role in text mode (tools/render_docs.sh)
 #   plan     tests/matrix/plan.yml: the cluster_plan action on the sample inventory, on the
@@ -123,7 +123,7 @@ for pin in "${pins[@]}"; do
     if [ "${MATRIX_UNIT_DONE:-}" = "$full" ]; then
         cell[$v.unit]="make unit"  # `make test` ran them under this very ansible-core already
     else
-        run_step "$v" unit "$bin/python" -m pytest -q -p no:cacheprovider -n auto tests/unit
+        run_step "$v" unit "$bin/python" -m pytest -q -p no:cacheprovider ${UNIT_XDIST:--n auto} tests/unit
     fi
     run_step "$v" docs env PATH="$PWD/$bin:$PATH" bash tools/render_docs.sh
     run_step "$v" plan "$bin/ansible-playbook" -i inventories/two_node tests/matrix/plan.yml
