@@ -4,8 +4,9 @@
 #   claim    meta/runtime.yml requires_ansible and each role's min_ansible_version = the list
 #   targets  modules and module_utils parse for the oldest target Python that ansible-core supports
 #   syntax   ansible-playbook --syntax-check of every playbooks/*.yml (-i inventories/two_node)
-#   unit     python -m pytest $UNIT_XDIST tests/unit (the Makefile's workers; not for the version MATRIX_UNIT_DONE names: `make test`
-#            sets it to the tooling venv's ansible-core, whose unit tests `make unit` just ran)
+#   unit     python -m pytest $UNIT_XDIST tests/unit (the Makefile's workers), not for the version
+#            MATRIX_UNIT_DONE names: `make test` sets it to the tooling venv's ansible-core, whose
+#            unit tests `make unit` just ran
 #   docs     ansible-doc renders every module, filter and role in text mode (tools/render_docs.sh)
 #   plan     tests/matrix/plan.yml: the cluster_plan action on the sample inventory, on the
 #            controller only (no host is contacted)
@@ -13,6 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+: "${UNIT_XDIST:?pytest-xdist options of the unit tests: run make matrix, whose Makefile sets them}"
 ROOT=.venv-matrix
 export ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -123,7 +125,7 @@ for pin in "${pins[@]}"; do
     if [ "${MATRIX_UNIT_DONE:-}" = "$full" ]; then
         cell[$v.unit]="make unit"  # `make test` ran them under this very ansible-core already
     else
-        run_step "$v" unit "$bin/python" -m pytest -q -p no:cacheprovider ${UNIT_XDIST:--n auto} tests/unit
+        run_step "$v" unit "$bin/python" -m pytest -q -p no:cacheprovider $UNIT_XDIST tests/unit
     fi
     run_step "$v" docs env PATH="$PWD/$bin:$PATH" bash tools/render_docs.sh
     run_step "$v" plan "$bin/ansible-playbook" -i inventories/two_node tests/matrix/plan.yml

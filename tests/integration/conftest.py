@@ -68,8 +68,9 @@ def on_host(host, command):
 # - /var/lib/apt, /var/lib/dpkg: the package manager's state (OS packages are out of scope:
 #   remove.yml never uninstalls a package deploy.yml installed, nor one a test did).
 # - transient units: no unit files, made at run time, e.g. logind's session-N.scope of an SSH
-#   login (Ansible's ControlPersist connection outlives a playbook by up to a minute).
-# Columns are rejoined with one space: systemctl pads them to the longest entry listed.
+#   login (Ansible's ControlPersist connection outlives a playbook by up to two minutes).
+# Columns are rejoined with one space: systemctl pads them to the widest entry listed, transient
+# units included, so a state column read raw widens to "transient" while any such unit exists.
 SNAPSHOT_ROOTS = ("/etc", "/usr/local", "/opt", "/var/lib")
 SNAPSHOT_PRUNE = ("/var/lib/apt", "/var/lib/dpkg")
 SNAPSHOT = {

@@ -27,9 +27,7 @@ STATE = {
     "paths": "find /etc /opt /usr/local /srv /root /home /var/lib -xdev \\( -path /var/lib/systemd -o "
              "-path /var/lib/apt -o -path /var/lib/dpkg -o -path '/var/lib/sglang*' \\) -prune -o -printf '%y %m %u:%g %p\\n' "
              "| LC_ALL=C sort",
-    # Columns rejoined, as remove.yml's check reads them: systemctl pads the state column to
-    # "transient" while any transient unit is listed, e.g. the session of an earlier test's SSH
-    # connection that Ansible's ControlPersist keeps for two minutes.
+    # As remove.yml's check reads them, columns rejoined (conftest's SNAPSHOT says why).
     "unit files": SNAPSHOT["unit files"],
     "users": "getent passwd",
     "groups": "getent group",
