@@ -12,6 +12,7 @@ import subprocess
 
 from conftest import H1, H2, IP1, IP2, on_host
 from tls_ca import make_ca
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import PROBE
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, ray_tls_env
 
 USER, VENV = DEFAULTS["cluster_user"], DEFAULTS["cluster_venv_dir"]
@@ -28,8 +29,8 @@ ENV = ray_tls_env({"files": {"ray_tls_cert": WORK + "/cert.pem", "ray_tls_key": 
 # Both clients give up on an unanswering GCS within seconds instead of Ray's minute: the refused
 # one then fails (rc 1, "Failed to connect to GCS") rather than running into `timeout`.
 CLIENT_TIMEOUTS = ["RAY_gcs_rpc_server_connect_timeout_s=2", "RAY_gcs_rpc_server_reconnect_timeout_s=5"]
-CLIENT = ("import json, ray; ray.init(address='%s:%d', log_to_driver=False); "
-          "print(json.dumps(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive'])))" % (IP1, GCS))
+# The client is the collection's own probe (ray_cluster_info, verify, sglang-ops status).
+PROBE_ARGS = json.dumps({"address": "%s:%d" % (IP1, GCS), "timeout": 0, "expect_gpus": 0, "expect_ips": []})
 
 
 def start(host, argv):
@@ -42,9 +43,15 @@ def start(host, argv):
 def client(host, tls):
     env = ["%s=%s" % kv for kv in sorted(ENV.items())] if tls else ["RAY_USE_TLS=0"]
     proc = subprocess.run(["podman", "exec", host, "timeout", "90", "runuser", "-u", USER, "--", "env", *env, *CLIENT_TIMEOUTS,
-                           VENV + "/bin/python", "-c", CLIENT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+                           VENV + "/bin/python", "-c", PROBE, PROBE_ARGS], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     return proc.returncode, proc.stdout
+
+
+def alive(out):
+    """The alive nodes' addresses from the probe's JSON line (Ray's own log lines start "[20")."""
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return sorted(n["ip"] for n in json.loads(lines[-1])["nodes"] if n["alive"]) if lines else None
 
 
 def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
@@ -64,15 +71,14 @@ def test_ray_cluster_with_tls_refuses_a_client_without_it(deployed, tmp_path):
         seen = []
         for _ in range(12):
             rc, out = client(H1, tls=True)
-            lines = [line for line in out.splitlines() if line.startswith('["')]  # Ray's own log lines start "[20"
-            seen = json.loads(lines[-1]) if rc == 0 and lines else []
+            seen = (alive(out) if rc == 0 else None) or []
             if seen == sorted([IP1, IP2]):
                 break
             on_host(H1, "sleep 5")
         assert seen == sorted([IP1, IP2]), out[-3000:]
         # Without it, on the same address the client above just used: refused, no node listed.
         rc, out = client(H2, tls=False)
-        assert rc == 1 and not any(line.startswith('["') for line in out.splitlines()), out[-3000:]
+        assert rc == 1 and alive(out) is None, out[-3000:]
         assert "Failed to connect to GCS" in out, out[-3000:]
     finally:
         for host in (H2, H1):  # the worker first: stopped after its head it waits for the GCS
