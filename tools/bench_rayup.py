@@ -279,8 +279,6 @@ def prepare(hosts: list[dict]) -> None:
         print("venv copied to %s" % h["name"], flush=True)
     run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(lab.sized_inventory(PREFIX, len(hosts))),
          "--tags", "install"])
-    if subprocess.run(["sh", "-c", "command -v rsync"], stdout=subprocess.DEVNULL).returncode != 0:
-        sys.exit("bench: Ray's cluster launcher needs rsync on the controller: apt-get install rsync")
     no_rsync = [h for h in hosts if on_host(h["name"], "command -v rsync", check=False).strip() == ""]
     if no_rsync:
         with tempfile.TemporaryDirectory() as debs:
@@ -306,6 +304,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the 8 hosts afterwards (their venv saves the next run's install)")
     args = ap.parse_args()
+    # Before the hosts and their venvs (over 10 minutes), not after.
+    if subprocess.run(["sh", "-c", "command -v rsync"], stdout=subprocess.DEVNULL).returncode != 0:
+        sys.exit("bench: Ray's cluster launcher needs rsync on the controller: apt-get install rsync")
     # Host 1 alone too: the venv is installed there once, then copied.
     hosts = lab.up_sized(PREFIX, FIRST, (1,) + SIZES)
     loads = []  # the 1-minute load average at the end of every run
