@@ -1,6 +1,14 @@
-"""The verdict on a live Ray cluster: who is missing, how many GPUs."""
+"""The verdict on a live Ray cluster: who is missing, how many GPUs; and the probe that reads it."""
 
-from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import summarize
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import PROBE, summarize
 
 NODES = [
     {"ip": "10.0.0.10", "alive": True, "gpus": 4.0},
@@ -42,3 +50,98 @@ def test_placement_problems_named():
     problems = placement_problems(tasks, PLAN)
     assert problems[0].startswith("a: Ray placed 2 GPU tasks with ids ['2', '2'], 2 GPUs planned")
     assert problems[1] == "b: Ray handed out GPU ids ['0'] outside CUDA_VISIBLE_DEVICES 2,3"
+
+
+# The probe itself, run as a separate Python against a test double of Ray's GCS client (a `ray`
+# package in tmp_path that answers from a script of node tables): when it stops polling, what it
+# prints, and how it fails. The real client is exercised on the lab (test_ray, test_ray_tls).
+
+
+GCS_CLIENT_DOUBLE = r'''
+import json, os
+class _Info:
+    def __init__(self, d):
+        self.node_id = bytes.fromhex(d["id"])
+        self.node_manager_address, self.node_manager_hostname = d["ip"], d["host"]
+        self.state = 0 if d["alive"] else 1
+        self.resources_total = {"GPU": d["gpus"], "CPU": 2.0}
+class GcsClient:
+    """Test double: answer i of the script on the i-th read (the last one from then on)."""
+    def __init__(self, address):
+        self.address = address
+    def get_all_node_info(self, timeout=None):
+        path = os.environ["GCS_DOUBLE_SCRIPT"]
+        script = json.load(open(path))
+        n = int(open(path + ".reads").read()) if os.path.exists(path + ".reads") else 0
+        open(path + ".reads", "w").write(str(n + 1))
+        answer = script[min(n, len(script) - 1)]
+        if isinstance(answer, str):
+            raise RuntimeError(answer)
+        return {i: _Info(d) for i, d in enumerate(answer)}
+'''
+A = {"id": "aa", "ip": "10.0.0.1", "host": "a", "alive": True, "gpus": 4.0}
+B = {"id": "bb", "ip": "10.0.0.2", "host": "b", "alive": True, "gpus": 4.0}
+B_DEAD = dict(B, alive=False)
+
+
+@pytest.fixture
+def gcs(tmp_path):
+    """A listening TCP port (the probe asks TCP first) and a runner of the probe against the double."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray/__init__.py").write_text("__version__ = '9.9.9'\n")
+    (tmp_path / "ray/_raylet.py").write_text(GCS_CLIENT_DOUBLE)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def probe(script, timeout, expect_ips=(), expect_gpus=0, port=None):
+        (tmp_path / "script.json").write_text(json.dumps(script))
+        args = {"address": "127.0.0.1:%d" % (port or listener.getsockname()[1]), "timeout": timeout,
+                "expect_ips": list(expect_ips), "expect_gpus": expect_gpus}
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(tmp_path), "GCS_DOUBLE_SCRIPT": str(tmp_path / "script.json")})
+        reads = int((tmp_path / "script.json.reads").read_text()) if (tmp_path / "script.json.reads").exists() else 0
+        out = json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else proc.stderr
+        return proc.returncode, out, reads, time.monotonic() - t0
+
+    yield probe
+    listener.close()
+
+
+@pytest.mark.parametrize("script, expect, reads", [
+    ([[A, B]], {"10.0.0.1", "10.0.0.2"}, 1),                # complete at once: one read
+    ([[A], [A, B_DEAD], [A, B]], {"10.0.0.1", "10.0.0.2"}, 3),  # polled until b is alive
+    (["unavailable", [A, B]], {"10.0.0.1", "10.0.0.2"}, 2),    # a failed read is retried
+])
+def test_probe_polls_until_the_expected_nodes_are_alive(gcs, script, expect, reads):
+    rc, out, n, _ = gcs(script, timeout=20, expect_ips=expect, expect_gpus=8)
+    assert rc == 0 and n == reads
+    assert out["ray_version"] == "9.9.9"
+    assert {x["ip"] for x in out["nodes"] if x["alive"]} == expect
+    assert out["nodes"][0] == {"node_id": "aa", "ip": "10.0.0.1", "hostname": "a", "alive": True, "gpus": 4.0, "cpus": 2.0}
+
+
+def test_probe_returns_the_incomplete_cluster_at_the_deadline(gcs):
+    rc, out, n, seconds = gcs([[A, B_DEAD]], timeout=2, expect_ips=["10.0.0.1", "10.0.0.2"])
+    assert rc == 0 and [x["alive"] for x in out["nodes"]] == [True, False]
+    assert 2 <= seconds < 10 and n >= 3  # polled every 0.5 s, then gave the last table
+
+
+def test_probe_reads_once_without_a_timeout(gcs):
+    rc, out, n, _ = gcs([[A]], timeout=0, expect_ips=["10.0.0.2"])
+    assert rc == 0 and n == 1 and len(out["nodes"]) == 1
+
+
+def test_probe_names_the_last_error_when_it_never_read(gcs):
+    rc, err, _, _ = gcs(["InvalidAuthToken: Authentication token is missing"], timeout=1)
+    assert rc == 1 and "cannot read the GCS node table at 127.0.0.1:" in err and "InvalidAuthToken" in err
+
+
+def test_probe_asks_tcp_first_where_nothing_listens(gcs):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    rc, err, reads, seconds = gcs([[A]], timeout=0, port=port)
+    assert rc == 1 and reads == 0 and "ConnectionRefusedError" in err and seconds < 5
