@@ -32,7 +32,8 @@ Autoscaler v2 (Ray's default since 2.50) starts only the head with the local pro
 launcher runs with RAY_UP_enable_autoscaler_v2=0.
 
 Not in `make bench`: with the hosts' venv to prepare (installed once on host 1, then copied) and
-13 bring-ups a round, a run of 3 rounds took over 20 minutes on the 2-core lab machine.
+13 bring-ups a round, a run of 3 rounds took 33 minutes on the 2-core lab machine (12 of them
+preparing the hosts).
 
     tools/bench_rayup.py [--rounds 3] [--keep]
 """
