@@ -99,7 +99,7 @@ def gcs(tmp_path):
         args = {"address": "127.0.0.1:%d" % (port or listener.getsockname()[1]), "timeout": timeout,
                 "expect_ips": list(expect_ips), "expect_gpus": expect_gpus}
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, check=False,
                               env={"PYTHONPATH": str(tmp_path), "GCS_DOUBLE_SCRIPT": str(tmp_path / "script.json")})
         reads = int((tmp_path / "script.json.reads").read_text()) if (tmp_path / "script.json.reads").exists() else 0
         out = json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else proc.stderr
@@ -115,7 +115,7 @@ def gcs(tmp_path):
     (["unavailable", [A, B]], {"10.0.0.1", "10.0.0.2"}, 2),    # a failed read is retried
 ])
 def test_probe_polls_until_the_expected_nodes_are_alive(gcs, script, expect, reads):
-    rc, out, n, _ = gcs(script, timeout=20, expect_ips=expect, expect_gpus=8)
+    rc, out, n, _seconds = gcs(script, timeout=20, expect_ips=expect, expect_gpus=8)
     assert rc == 0 and n == reads
     assert out["ray_version"] == "9.9.9"
     assert {x["ip"] for x in out["nodes"] if x["alive"]} == expect
@@ -129,12 +129,12 @@ def test_probe_returns_the_incomplete_cluster_at_the_deadline(gcs):
 
 
 def test_probe_reads_once_without_a_timeout(gcs):
-    rc, out, n, _ = gcs([[A]], timeout=0, expect_ips=["10.0.0.2"])
+    rc, out, n, _seconds = gcs([[A]], timeout=0, expect_ips=["10.0.0.2"])
     assert rc == 0 and n == 1 and len(out["nodes"]) == 1
 
 
 def test_probe_names_the_last_error_when_it_never_read(gcs):
-    rc, err, _, _ = gcs(["InvalidAuthToken: Authentication token is missing"], timeout=1)
+    rc, err, _reads, _seconds = gcs(["InvalidAuthToken: Authentication token is missing"], timeout=1)
     assert rc == 1 and "cannot read the GCS node table at 127.0.0.1:" in err and "InvalidAuthToken" in err
 
 
