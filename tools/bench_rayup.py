@@ -57,6 +57,7 @@ from bench_noop import CALLBACK  # noqa: E402  (per-task wall times, printed aft
 
 sys.path.insert(0, str(lab.ROOT / "collections"))
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, layout  # noqa: E402
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import GCS_READ  # noqa: E402
 
 SIZES = (2, 4, 8)
 PREFIX = "rayup"
@@ -78,26 +79,20 @@ RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 LEFTOVERS = "pgrep -l -x raylet; pgrep -l -x gcs_server; pgrep -a -f '[r]ay/autoscaler/_private/monitor.py'"
 # Polls the GCS on host 1 until `nodes` nodes not in `exclude` are alive with `gpus` GPUs; prints
 # "ready" once Ray is imported, then one JSON line with the time it saw them (null: timed out).
-PROBE = r"""
-import json, os, socket, sys, time
+PROBE = GCS_READ + r"""
+import json, os, sys, time
 args = json.loads(sys.argv[1])
-from ray._raylet import GcsClient
 print("ready", flush=True)
-host, port = args["address"].rsplit(":", 1)
 deadline = time.monotonic() + args["timeout"]
 client, seen = None, {}
 while time.monotonic() < deadline:
     try:
-        if client is None:
-            # Ours writes its token before it starts the head: no client before the file exists.
-            if args["token_file"] and not os.path.exists(args["token_file"]):
-                raise OSError("no token file yet")
-            socket.create_connection((host, int(port)), timeout=1).close()
-            client = GcsClient(address=args["address"])
-        alive = [i for i in client.get_all_node_info(timeout=2).values()
-                 if i.state == 0 and i.node_id.hex() not in args["exclude"]]
-        seen = {"alive": len(alive), "gpus": sum(i.resources_total.get("GPU", 0) for i in alive),
-                "ids": sorted(i.node_id.hex() for i in alive)}
+        # Ours writes its token before it starts the head: no client before the file exists.
+        if client is None and args["token_file"] and not os.path.exists(args["token_file"]):
+            raise OSError("no token file yet")
+        client, nodes = gcs_nodes(args["address"], client)
+        alive = [n for n in nodes if n["alive"] and n["node_id"] not in args["exclude"]]
+        seen = {"alive": len(alive), "gpus": sum(n["gpus"] for n in alive), "ids": sorted(n["node_id"] for n in alive)}
         if seen["alive"] >= args["nodes"] and seen["gpus"] >= args["gpus"]:
             print(json.dumps(dict(seen, t=time.time())), flush=True)
             sys.exit(0)

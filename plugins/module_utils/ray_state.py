@@ -7,30 +7,38 @@ Ray), prints JSON, and the verdict is plain Python that unit tests cover.
 
 from __future__ import annotations
 
+# One read of the GCS's node table, shared by PROBE and tools/bench_rayup.py's timing probe:
+# returns (client, nodes). A failed read raises; callers then pass client=None to connect anew.
+GCS_READ = r"""
+import socket
+from ray._raylet import GcsClient
+def gcs_nodes(address, client):
+    if client is None:
+        host, port = address.rsplit(":", 1)
+        # Ray's client waits about 40 s for an address where nothing listens: ask TCP first.
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        client = GcsClient(address=address)
+    return client, [{"node_id": n.node_id.hex(), "ip": n.node_manager_address,
+                     "hostname": n.node_manager_hostname, "alive": n.state == 0,
+                     "gpus": n.resources_total.get("GPU", 0.0), "cpus": n.resources_total.get("CPU", 0.0)}
+                    for n in client.get_all_node_info(timeout=5).values()]
+"""
+
 # Run as `<venv>/bin/python -c PROBE '<json args>'`: reads the GCS's node table until the
 # expectation holds or the timeout passes. A GCS client, as `ray status` uses, not a driver:
 # ray.init registers a job and starts a core worker (1.7-2.7 s a call here, against about 1 s),
 # and a driver that cannot reach the GCS retries for 20 s whatever the answer. Only the placement
 # check (verify) joins as a driver, once the cluster is complete.
-PROBE = r"""
-import json, socket, sys, time
+PROBE = GCS_READ + r"""
+import json, sys, time
 args = json.loads(sys.argv[1])
 import ray
-from ray._raylet import GcsClient
 deadline = time.monotonic() + args["timeout"]
 want_ips = set(args["expect_ips"])
-host, port = args["address"].rsplit(":", 1)
 client = nodes = None
 while True:
     try:
-        if client is None:
-            # Ray's client waits about 40 s for an address where nothing listens: ask TCP first.
-            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
-            client = GcsClient(address=args["address"])
-        nodes = [{"node_id": n.node_id.hex(), "ip": n.node_manager_address, "hostname": n.node_manager_hostname,
-                  "alive": n.state == 0, "gpus": n.resources_total.get("GPU", 0.0),
-                  "cpus": n.resources_total.get("CPU", 0.0)}
-                 for n in client.get_all_node_info(timeout=5).values()]
+        client, nodes = gcs_nodes(args["address"], client)
     except Exception as e:  # unreachable, refused (token, TLS) or timed out: said at the deadline
         client, error = None, "%s: %s" % (type(e).__name__, e)
     if nodes is None and time.monotonic() >= deadline:

@@ -19,6 +19,7 @@ import json
 import re
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils import node_spec, ray_args, server
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import PROBE as RAY_PROBE
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import format_hostport
 
 REPORT_MARK = "SGLANG_OPS_SLURM_REPORT "
@@ -304,8 +305,11 @@ def job_plan(plan, opts=None):
         "output_dir": output_dir,
         "output": "%s/%s-%%j.out" % (output_dir, job_name) if output_dir else "",
         "start": start, "reason": reason,
+        # The head reads the GCS's node table with the ray role's own probe (it travels in the spec:
+        # the node program is standard library only).
         "ray": ({"gcs_address": plan["ray"]["gcs_address"], "nodes": len(group["hosts"]),
-                 "join_timeout": int(opts.get("ray_join_timeout") or 120),
+                 "expect_ips": sorted(plan["nodes"][h]["cluster_ip"] for h in group["hosts"]),
+                 "join_timeout": int(opts.get("ray_join_timeout") or 120), "probe": RAY_PROBE,
                  "venv_python": server.venv_python(plan["layout"]["venv_dir"])} if ray_backend else None),
         "gpus_per_node": plan["nodes"][group["rank0"]]["num_gpus"],
         "ranks": ranks,

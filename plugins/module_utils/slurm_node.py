@@ -23,22 +23,6 @@ import time
 REPORT_MARK = "SGLANG_OPS_SLURM_REPORT "
 REPORTED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "SGLANG_HOST_IP", "CUDA_VISIBLE_DEVICES",
                 "RAY_ADDRESS")
-# Joins as a driver, waits until the planned number of nodes is alive, prints them.
-RAY_PROBE = r"""
-import json, sys, time
-a = json.loads(sys.argv[1])
-import ray
-ray.init(address=a["address"], log_to_driver=False, logging_level="ERROR")
-deadline = time.monotonic() + a["timeout"]
-while True:
-    alive = [n for n in ray.nodes() if n["Alive"]]
-    if len(alive) >= a["nodes"] or time.monotonic() >= deadline:
-        break
-    time.sleep(1)
-print(json.dumps({"ray_version": ray.__version__, "alive_nodes": len(alive),
-                  "alive_ips": sorted(n["NodeManagerAddress"] for n in alive)}))
-"""
-
 _children = []
 
 
@@ -118,20 +102,19 @@ def reachable(hostport):
 
 
 def ray_probe(spec, env, deadline):
-    """Alive Ray nodes as the head sees them, retried while the GCS is still coming up."""
+    """Alive Ray nodes in the head's GCS node table, once the planned ones joined or at the deadline
+    (the probe retries while the GCS is still coming up)."""
     ray = spec["ray"]
-    last = "no answer"
-    while time.monotonic() < deadline:
-        args = json.dumps({"address": ray["gcs_address"], "nodes": ray["nodes"],
-                           "timeout": max(1, int(deadline - time.monotonic()))})
-        proc = subprocess.run([ray["venv_python"], "-c", RAY_PROBE, args], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode == 0 and lines:
-            return json.loads(lines[-1])
-        last = last_error(proc.stderr)
-        time.sleep(2)
-    return {"alive_nodes": 0, "error": last}
+    args = json.dumps({"address": ray["gcs_address"], "expect_ips": ray["expect_ips"], "expect_gpus": 0,
+                       "timeout": max(1, int(deadline - time.monotonic()))})
+    proc = subprocess.run([ray["venv_python"], "-c", ray["probe"], args], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"alive_nodes": 0, "error": last_error(proc.stderr)}
+    out = json.loads(lines[-1])
+    alive = [n for n in out["nodes"] if n["alive"]]
+    return {"ray_version": out["ray_version"], "alive_nodes": len(alive), "alive_ips": sorted(n["ip"] for n in alive)}
 
 
 def wait_head_gone(gcs, limit):

@@ -21,7 +21,8 @@ PY = "/opt/sglang/venv/bin/python"
 
 
 def ray_nodes(with_token=True, timeout=0):
-    """Nodes as the head's driver sees them: [{ip, alive, ...}]."""
+    """Nodes in the head's GCS node table, read by the role's own probe as the sglang user: [{ip, alive, ...}],
+    or the probe's output where it could not read it."""
     env = "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=%s" % TOKEN if with_token else "RAY_AUTH_MODE=disabled"
     args = json.dumps({"address": "%s:6379" % HEAD_IP, "timeout": timeout, "expect_gpus": 0, "expect_ips": []})
     proc = subprocess.run(["podman", "exec", H1, "runuser", "-u", "sglang", "--", "sh", "-c",

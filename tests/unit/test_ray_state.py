@@ -30,6 +30,7 @@ def test_missing_host_and_gpus_named():
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import build_plan  # noqa: E402
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.ray_state import placement_problems  # noqa: E402
+from ansible_collections.sglang_ops.cluster.plugins.module_utils import slurm_node  # noqa: E402
 
 PLAN = build_plan({"g": ["a", "b"]}, {
     h: dict(ansible_host=ip, cluster_interface="eth0", cluster_gpus_per_node=4, cluster_gpu_ids=[2, 3],
@@ -85,28 +86,44 @@ B_DEAD = dict(B, alive=False)
 
 
 @pytest.fixture
-def gcs(tmp_path):
-    """A listening TCP port (the probe asks TCP first) and a runner of the probe against the double."""
+def gcs_double(tmp_path):
+    """(address, env_for(script), reads()): a listening TCP port (the probe asks TCP first), the
+    environment that makes a Python import the double answering `script`, and its read count."""
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray/__init__.py").write_text("__version__ = '9.9.9'\n")
     (tmp_path / "ray/_raylet.py").write_text(GCS_CLIENT_DOUBLE)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
+    script_file = tmp_path / "script.json"
+
+    def env_for(script):
+        script_file.write_text(json.dumps(script))
+        return {"PYTHONPATH": str(tmp_path), "GCS_DOUBLE_SCRIPT": str(script_file)}
+
+    def reads():
+        done = tmp_path / "script.json.reads"
+        return int(done.read_text()) if done.exists() else 0
+
+    yield "127.0.0.1:%d" % listener.getsockname()[1], env_for, reads
+    listener.close()
+
+
+@pytest.fixture
+def gcs(gcs_double):
+    """A runner of the probe against the double."""
+    address, env_for, reads = gcs_double
 
     def probe(script, timeout, expect_ips=(), expect_gpus=0, port=None):
-        (tmp_path / "script.json").write_text(json.dumps(script))
-        args = {"address": "127.0.0.1:%d" % (port or listener.getsockname()[1]), "timeout": timeout,
+        args = {"address": "127.0.0.1:%d" % port if port else address, "timeout": timeout,
                 "expect_ips": list(expect_ips), "expect_gpus": expect_gpus}
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, check=False,
-                              env={"PYTHONPATH": str(tmp_path), "GCS_DOUBLE_SCRIPT": str(tmp_path / "script.json")})
-        reads = int((tmp_path / "script.json.reads").read_text()) if (tmp_path / "script.json.reads").exists() else 0
+                              env=env_for(script))
         out = json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else proc.stderr
-        return proc.returncode, out, reads, time.monotonic() - t0
+        return proc.returncode, out, reads(), time.monotonic() - t0
 
-    yield probe
-    listener.close()
+    return probe
 
 
 @pytest.mark.parametrize("script, expect, reads", [
@@ -145,3 +162,21 @@ def test_probe_asks_tcp_first_where_nothing_listens(gcs):
     closed.close()
     rc, err, reads, seconds = gcs([[A]], timeout=0, port=port)
     assert rc == 1 and reads == 0 and "ConnectionRefusedError" in err and seconds < 5
+
+
+# The SLURM node program runs the same probe, shipped in the job's spec, on the Ray head.
+def slurm_ray_spec(address, nodes):
+    return {"ray": {"gcs_address": address, "nodes": len(nodes), "expect_ips": sorted(n["ip"] for n in nodes),
+                    "probe": PROBE, "venv_python": sys.executable}}
+
+
+def test_slurm_head_reports_the_nodes_once_all_joined(gcs_double):
+    address, env_for, reads = gcs_double
+    got = slurm_node.ray_probe(slurm_ray_spec(address, [A, B]), env_for([[A], [A, B]]), time.monotonic() + 20)
+    assert got == {"ray_version": "9.9.9", "alive_nodes": 2, "alive_ips": ["10.0.0.1", "10.0.0.2"]} and reads() == 2
+
+
+def test_slurm_head_names_the_error_when_the_gcs_never_answers(gcs_double):
+    address, env_for, _reads = gcs_double
+    got = slurm_node.ray_probe(slurm_ray_spec(address, [A, B]), env_for(["InvalidAuthToken: no token"]), time.monotonic() + 1)
+    assert got["alive_nodes"] == 0 and "cannot read the GCS node table" in got["error"] and "InvalidAuthToken" in got["error"]
