@@ -456,7 +456,7 @@ def judge_reports(job, reports):
             ray = rep.get("ray") or {}
             row["ray"] = ray
             if entry["ray"]["head"]:
-                want_ips = sorted(r["cluster_ip"] for r in job["ranks"])
+                want_ips = job["ray"]["expect_ips"]
                 if ray.get("alive_nodes") != job["ray"]["nodes"] or sorted(ray.get("alive_ips") or []) != want_ips:
                     problems.append("%s (Ray head): %s of %d Ray nodes alive in the job (%s; planned %s)%s"
                                     % (entry["host"], ray.get("alive_nodes"), job["ray"]["nodes"],
