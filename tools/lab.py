@@ -14,6 +14,8 @@ Molecule's create/destroy call this same tool, so there is one way test hosts ar
     lab.py image [--force]      build the cached host image with debootstrap
     lab.py wheels               download the pinned wheels for the hosts' Python
     lab.py model                write the tiny model the lab copies to its hosts
+    lab.py cache                image + wheels + model, under the lock `up` takes (make test
+                                runs it beside the checks that need no lab; `up` waits for it)
     lab.py up [-n N]            deps + image + hosts + wheelhouse + proxy + inventory
     lab.py down                 remove this prefix's hosts (and the wheel server and proxy if none remain)
     lab.py list                 name, IPv4, IPv6, state
@@ -631,12 +633,19 @@ def down_sized(prefix: str, sizes, keep: bool = False) -> None:
         shutil.rmtree(sized_inventory(prefix, n), ignore_errors=True)
 
 
-def up(args) -> None:
+def cache(_args=None) -> None:
+    """What every lab is made from: the host image, the wheelhouse and the tiny model."""
     t0 = time.monotonic()
-    deps()
     image()
     wheels()
     tiny_model()
+    log(f"image, wheelhouse and model ready in {time.monotonic() - t0:.1f} s")
+
+
+def up(args) -> None:
+    t0 = time.monotonic()
+    deps()
+    cache()
     hosts = lab_hosts(args.prefix, args.count, args.first)
     ensure_network()
     start_hosts(hosts, args.prefix, args.memory)
@@ -804,6 +813,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("wheels").set_defaults(fn=wheels)
     sub.add_parser("lock-hashes").set_defaults(fn=lock_hashes)
     sub.add_parser("model").set_defaults(fn=tiny_model)
+    sub.add_parser("cache").set_defaults(fn=cache)
     for name, fn in (("up", up), ("down", down), ("list", list_hosts), ("inventory", None)):
         sp = sub.add_parser(name)
         sp.add_argument("--prefix", default="lab", help="host name prefix and podman label")
@@ -824,7 +834,7 @@ def main(argv: list[str] | None = None) -> None:
         image(args)
     elif args.cmd == "inventory":
         print(inventory_dir(args.prefix))
-    elif args.cmd in ("up", "down"):
+    elif args.cmd in ("up", "down", "cache"):
         # Labs of other prefixes may come and go at once (a benchmark beside the tests): one at
         # a time builds the image, fills the wheelhouse, starts the servers or decides to stop them.
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -16,21 +16,27 @@ description:
   - Ports a real service already holds (a running Ray, a running server) are probed as they are.
   - Reports every probe; the controller decides. Leaves nothing behind on the node, so it reports
     C(changed=false). In check mode nothing is started or probed.
+  - With O(state=stopped), stops this node's temporary listener instead. Run it once every node's
+    probes are in. A port whose probe was dropped on the way never sees its connection, and the
+    listener would hold every free port (Ray's among them) until O(linger) runs out, so a Ray or
+    server start right after a failed check would find them taken.
 options:
-  address:
-    description: This node's cluster IP.
+  state:
+    description: C(probed) listens and probes; C(stopped) stops what is left of the listener.
     type: str
-    required: true
+    choices: [probed, stopped]
+    default: probed
+  address:
+    description: This node's cluster IP. Required with O(state=probed).
+    type: str
   ports:
-    description: This node's cluster ports (listened on where free).
+    description: This node's cluster ports (listened on where free). Required with O(state=probed).
     type: list
     elements: int
-    required: true
   peers:
-    description: The other nodes, C({host, address, ports}).
+    description: The other nodes, C({host, address, ports}). Required with O(state=probed).
     type: list
     elements: dict
-    required: true
   timeout:
     description: Seconds one connection attempt may take.
     type: float
@@ -59,6 +65,10 @@ EXAMPLES = r"""
     address: 10.0.0.11
     ports: [6379, 20000, 30000]
     peers: [{host: gpu-a-1, address: 10.0.0.12, ports: [6379, 20000, 30000]}]
+
+- name: Stop what is left of the listener, once every node's probes are in
+  sglang_ops.cluster.port_mesh:
+    state: stopped
 """
 
 RETURN = r"""
@@ -66,21 +76,25 @@ listened:
   description: Ports the temporary listener held on this node.
   type: list
   elements: int
-  returned: always
+  returned: when O(state=probed)
 in_use:
   description: Ports a service already held on this node.
   type: list
   elements: int
-  returned: always
+  returned: when O(state=probed)
 results:
   description: One entry per probe, C({to, address, port, ok, error, ms}).
   type: list
   elements: dict
-  returned: always
+  returned: when O(state=probed)
 elapsed:
   description: Seconds this node spent, listener start included.
   type: float
-  returned: always
+  returned: when O(state=probed)
+stopped:
+  description: Whether a listener was still running and was stopped.
+  type: bool
+  returned: when O(state=stopped)
 """
 
 import os
@@ -97,18 +111,27 @@ READY = "/run/sglang-preflight-mesh.ready"
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            address=dict(type="str", required=True),
-            ports=dict(type="list", elements="int", required=True),
-            peers=dict(type="list", elements="dict", required=True),
+            state=dict(type="str", choices=["probed", "stopped"], default="probed"),
+            address=dict(type="str"),
+            ports=dict(type="list", elements="int"),
+            peers=dict(type="list", elements="dict"),
             timeout=dict(type="float", default=2.0),
             settle=dict(type="float", default=10.0),
             linger=dict(type="int", default=60),
         ),
+        required_if=[("state", "probed", ("address", "ports", "peers"))],
         supports_check_mode=False,
     )
     p = module.params
     t0 = time.monotonic()
     systemctl = module.get_bin_path("systemctl", required=True)
+    if p["state"] == "stopped":
+        # `is-active` exits 0 only while the listener runs; stopping an unloaded unit fails.
+        running = module.run_command([systemctl, "is-active", "--quiet", UNIT + ".service"])[0] == 0
+        if running:
+            module.run_command([systemctl, "stop", UNIT + ".service"], check_rc=True)
+        # Nothing of ours is left either way; the listener was never meant to outlive the check.
+        module.exit_json(changed=False, stopped=running)
     systemd_run = module.get_bin_path("systemd-run", required=True)
     # A listener left by an interrupted run would hold the ports: stop it first.
     module.run_command([systemctl, "stop", UNIT + ".service"])

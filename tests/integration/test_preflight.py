@@ -62,9 +62,14 @@ def test_closed_port_on_one_host_is_named_and_nothing_starts(deployed):
         assert "PLAY [Install the pinned" not in run.out
         assert (ray_state(H1), ray_state(H2)) != ("active", "active")
         assert "active" not in (ray_state(H1), ray_state(H2))
+        # The check's temporary listeners are gone, though the dropped port never saw its
+        # probe: Ray's ports are free for the start that follows the fix.
+        for host in (H1, H2):
+            assert on_host(host, "ss -ltnH '( sport >= :6379 and sport <= :6386 ) or sport = :20000'") == "", host
     finally:
         on_host(H2, "nft delete table inet sglang_test")
-    run = playbook("playbooks/deploy.yml")
+    # Only Ray was stopped: Ray's playbook starts it again (head, then worker) and waits for both.
+    run = playbook("playbooks/ray.yml")
     assert run.rc == 0 and (ray_state(H1), ray_state(H2)) == ("active", "active")
 
 

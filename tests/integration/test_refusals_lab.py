@@ -9,6 +9,7 @@ logins sshd logged, before and after.
 
 import difflib
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -21,10 +22,11 @@ from conftest import H1, H2, INVENTORY, SNAPSHOT, on_host, playbook
 STATE = {
     "files": "find /etc /usr/local /srv /root /home -xdev -type f -print0 2>/dev/null | LC_ALL=C sort -z "
              "| xargs -0 -r sha256sum",
-    # The venv (3.7 GB on a deployed host) by size and change time: any write to a file moves its
-    # ctime, and hashing it for every case would take minutes.
-    "venv": "find /opt -xdev -printf '%s %C@ %m %u %p\\n' | LC_ALL=C sort",
-    "paths": "find /etc /opt /usr/local /srv /root /home /var/lib -xdev \\( -path /var/lib/systemd -o "
+    # /opt (the venv: 3.7 GB on a deployed host) by size and change time, in one walk with each
+    # path's type, mode and owner: any write to a file moves its ctime, and hashing the venv for
+    # every case would take minutes.
+    "opt": "find /opt -xdev -printf '%y %s %C@ %m %u:%g %p\\n' | LC_ALL=C sort",
+    "paths": "find /etc /usr/local /srv /root /home /var/lib -xdev \\( -path /var/lib/systemd -o "
              "-path /var/lib/apt -o -path /var/lib/dpkg -o -path '/var/lib/sglang*' \\) -prune -o -printf '%y %m %u:%g %p\\n' "
              "| LC_ALL=C sort",
     # As remove.yml's check reads them, columns rejoined (conftest's SNAPSHOT says why).
@@ -48,13 +50,20 @@ BROKEN = [
 ]
 
 
-def state(host):
-    return {what: on_host(host, cmd) for what, cmd in STATE.items()}
+def states():
+    """{host: {what: output}} of both hosts, every read at once (each is its own podman exec)."""
+    pairs = [(h, what) for h in (H1, H2) for what in STATE]
+    with ThreadPoolExecutor(len(pairs)) as pool:
+        out = list(pool.map(lambda pair: on_host(pair[0], STATE[pair[1]]), pairs))
+    result = {h: {} for h in (H1, H2)}
+    for (h, what), text in zip(pairs, out):
+        result[h][what] = text
+    return result
 
 
 @pytest.fixture(scope="module")
 def before(lab_hosts):
-    return {h: state(h) for h in (H1, H2)}
+    return states()
 
 
 @pytest.mark.parametrize("what,extra,line", BROKEN, ids=[b[0] for b in BROKEN])
@@ -68,8 +77,9 @@ def test_refused_before_any_host_changes(before, tmp_path, what, extra, line):
     assert run.rc == 2, run.out[-3000:]
     assert "no host was contacted" in run.out and "\n        - " + line in run.out, (what, run.out[-3000:])
     assert run.out.count("\n        - ") == 1, (what, run.out[-3000:])
+    now = states()
     for host in (H1, H2):
-        after = state(host)
+        after = now[host]
         changed = [k for k in STATE if after[k] != before[host][k]]
         # The lines that moved, so a failure says what changed rather than where.
         diff = "\n".join(line for k in changed for line in difflib.unified_diff(

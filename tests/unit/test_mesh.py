@@ -1,6 +1,8 @@
 """Port mesh: the probe verdicts on real sockets (loopback), the ports chosen, the table."""
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -97,3 +99,43 @@ def test_failures_table():
         "it2": [{"to": "it1", "port": 20000, "ok": True, "error": None}]})
     assert failures == [("it1", "it2", 20000, "timed out")]
     assert mesh.mesh_table(failures) == ["from  to   port   error", "it1   it2  20000  timed out"]
+
+
+def test_listener_exits_once_every_peer_connected_and_holds_a_port_nobody_reached(tmp_path):
+    """mesh.LISTENER as the node runs it: with one peer, it exits as soon as each port saw its
+    connection; a port whose probe never arrives (dropped by a firewall) keeps it, and every
+    other port with it, until its deadline. Hence port_mesh's state=stopped once the probes are in."""
+    def start(ports, linger):
+        ready = tmp_path / ("ready-%d" % ports[0])
+        proc = subprocess.Popen([sys.executable, "-c", mesh.LISTENER, "127.0.0.1", "1", str(linger), str(ready)]
+                                + [str(p) for p in ports], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        return proc
+
+    def connect(port):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+    a, b = free_port(), free_port()
+    both = start([a, b], 30)
+    connect(a)
+    connect(b)
+    assert both.wait(timeout=5) == 0  # every port reached: gone at once
+
+    c, d = free_port(), free_port()
+    one = start([c, d], 30)
+    try:
+        connect(c)  # d's probe never arrives
+        time.sleep(1.5)
+        assert one.poll() is None
+        assert mesh.free_ports("127.0.0.1", [c, d])[0] == []  # both still taken, the reached one too
+    finally:
+        one.kill()
+        one.wait()
+
+
+def test_port_mesh_needs_the_probe_inputs_unless_stopping(module_run):
+    out = module_run("port_mesh", state="probed", ports=[6379])
+    assert out["failed"] and "address" in out["msg"] and "peers" in out["msg"]
