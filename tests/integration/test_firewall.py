@@ -61,7 +61,7 @@ def test_outsider_finds_nothing_open_while_nodes_reach_each_other(deployed, outs
     assert playbook("playbooks/deploy.yml", narrow_inventory(firewall_enabled=False)).rc == 0
     assert (f"{IP1}", 6379) in scan()
     # An SSH session open while the rules change must survive them.
-    ssh = subprocess.Popen(["ssh", "-i", "/var/cache/sglang-lab/id_ed25519", "-o", "StrictHostKeyChecking=no",
+    ssh = subprocess.Popen(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
                             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{IP1}",
                             "sleep 25; echo still-here"], stdout=subprocess.PIPE, text=True)
     time.sleep(2)
@@ -97,7 +97,7 @@ def test_rules_survive_a_reboot_and_an_nftables_reload(deployed, outsider, narro
 
 def fresh_ssh(ip):
     """A new SSH login from the controller (no multiplexed connection to hide a refusal)."""
-    return subprocess.run(["ssh", "-i", "/var/cache/sglang-lab/id_ed25519", "-o", "StrictHostKeyChecking=no",
+    return subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
                            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
                            "-o", "ControlPath=none", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
                            f"root@{ip}", "echo ssh-ok"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
