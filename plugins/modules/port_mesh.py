@@ -108,6 +108,14 @@ UNIT = "sglang-preflight-mesh"
 READY = "/run/sglang-preflight-mesh.ready"
 
 
+def stop_listener(module, systemctl):
+    """Stop this node's listener if it runs; whether it did (stopping an unloaded unit fails)."""
+    running = module.run_command([systemctl, "is-active", "--quiet", UNIT + ".service"])[0] == 0
+    if running:
+        module.run_command([systemctl, "stop", UNIT + ".service"], check_rc=True)
+    return running
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -126,15 +134,11 @@ def main():
     t0 = time.monotonic()
     systemctl = module.get_bin_path("systemctl", required=True)
     if p["state"] == "stopped":
-        # `is-active` exits 0 only while the listener runs; stopping an unloaded unit fails.
-        running = module.run_command([systemctl, "is-active", "--quiet", UNIT + ".service"])[0] == 0
-        if running:
-            module.run_command([systemctl, "stop", UNIT + ".service"], check_rc=True)
         # Nothing of ours is left either way; the listener was never meant to outlive the check.
-        module.exit_json(changed=False, stopped=running)
+        module.exit_json(changed=False, stopped=stop_listener(module, systemctl))
     systemd_run = module.get_bin_path("systemd-run", required=True)
     # A listener left by an interrupted run would hold the ports: stop it first.
-    module.run_command([systemctl, "stop", UNIT + ".service"])
+    stop_listener(module, systemctl)
     free, busy = free_ports(p["address"], p["ports"])
     if free:
         if os.path.exists(READY):
