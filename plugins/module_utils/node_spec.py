@@ -77,6 +77,7 @@ def node_spec(plan, host, settings=None):
         "fenced": fenced(plan, group_name, settings.get("fence", True)),
         "unit": server.unit_name(plan, group_name),
         "fence_unit": server.fence_unit_name(plan, group_name),
+        "fence_state": server.fence_state_file(plan, group_name),
     }
     if "server" in settings:
         spec["server"] = server.group_units(plan, group_name, settings["server"]).get(host)

@@ -56,6 +56,31 @@ def parse_compute_apps(text, pids):
     return total
 
 
+# --- a started group's readiness ------------------------------------------------------------
+
+# The fence phases in which it is bringing the group back (module_utils/fence.py).
+FENCE_RESTARTING = ("armed", "stopping", "starting")
+
+
+def ready_verdict(status, unit_state, fence_phase):
+    """("ready" | "wait" | "ended", why) for a group just started, from rank 0's node.
+
+    status: HTTP status of rank 0's /health_generate (0: nothing answered). unit_state: rank
+    0's unit ActiveState. fence_phase: the group's fence coordinator's phase, None when the group
+    has no fence. Waiting stops at once when nothing will bring the group up any more: rank 0's
+    unit ended (SGLang does not restart on its own; Restart=no) and no fence is restarting the
+    group, or the fence gave up; a fence in the middle of a group restart is waited for.
+    """
+    if status == 200:
+        return "ready", "rank 0 answers /health_generate"
+    if fence_phase == "gave-up":
+        return "ended", "the group's fence gave up restarting it (rank 0's unit is %s)" % unit_state
+    if unit_state in ("failed", "inactive") and fence_phase not in FENCE_RESTARTING:
+        return "ended", "rank 0's unit is %s%s" % (
+            unit_state, "" if fence_phase is None else " and its fence is not restarting the group (%s)" % fence_phase)
+    return "wait", "HTTP %s, rank 0's unit %s" % (status or "no answer", unit_state)
+
+
 # --- rank 0 over HTTP ---------------------------------------------------------------------
 
 def _headers(api_key, **extra):

@@ -261,6 +261,11 @@ def fence_members(plan, group_name):
     return [plan["nodes"][h]["cluster_ip"] for h in sorted(group["hosts"], key=lambda h: plan["nodes"][h]["node_rank"])]
 
 
+def fence_state_file(plan, group_name):
+    """Where rank 0's fence coordinator writes its phase (its unit's RuntimeDirectory)."""
+    return "/run/%s/state.json" % fence_unit_name(plan, group_name)
+
+
 def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/bin/python3", health=None):
     """The fence unit's command line on `host` (rank 0's also listens as the coordinator).
 
@@ -278,8 +283,7 @@ def fence_argv(plan, group_name, host, max_restarts=3, window=600, python="/usr/
     for rank, ip in enumerate(fence_members(plan, group_name)):
         argv += ["--member", "%d=%s" % (rank, ip)]
     if node["node_rank"] == 0:
-        # /run/<fence unit>: the unit's RuntimeDirectory.
-        argv += ["--listen", coordinator, "--state", "/run/%s/state.json" % fence_unit_name(plan, group_name)]
+        argv += ["--listen", coordinator, "--state", fence_state_file(plan, group_name)]
         if plan.get("metrics"):
             # Beside it, for the node exporter's textfile collector (module_utils/metrics.py).
             argv += ["--metrics", "/run/%s/%s" % (fence_unit_name(plan, group_name), FENCE_METRICS_FILE)]
