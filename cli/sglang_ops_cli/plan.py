@@ -58,11 +58,6 @@ class Cluster:
         """{start, reason}: whether the group's ranks are meant to run (deploy and verify agree)."""
         return self.specs[self.groups[group]["rank0"]]["servers"][group]
 
-    def fence_state_file(self, group):
-        """The coordinator's state file, as server.fence_argv gives it to rank 0's fence."""
-        argv = server.fence_argv(self.plan, group, self.groups[group]["rank0"])
-        return argv[argv.index("--state") + 1] if "--state" in argv else None
-
     def key_file(self):
         # The API key the server and router units get as a credential (0600 root; the whole
         # file is the key): the plan's layout.credentials.api_key.

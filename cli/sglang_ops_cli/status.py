@@ -92,7 +92,7 @@ def node_args(cluster, host, http_timeout=5):
     if cluster.router_host() == host and cluster.router_start():
         http.append(["router_health", plan["router"]["local_url"] + "/health", cluster.key_file()])
     return {"units": units, "props": list(UNIT_PROPS), "cgroups": [cluster.unit(group)],
-            "fence_state": cluster.fence_state_file(group) if spec["rank0"] and spec["fenced"] else None,
+            "fence_state": spec["fence_state"] if spec["rank0"] and spec["fenced"] else None,
             "http": http, "http_timeout": http_timeout}
 
 

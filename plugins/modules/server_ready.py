@@ -92,12 +92,8 @@ import json
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.fence import unit_state
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.probe import ready_verdict, request
-
-
-def unit_state(module, unit):
-    rc, out, _err = module.run_command(["systemctl", "show", "-p", "ActiveState", "--value", unit])
-    return out.strip() if rc == 0 and out.strip() else "unknown"
 
 
 def fence_phase(path):
@@ -123,7 +119,7 @@ def main():
     while True:
         # A health generation may take seconds on a busy server; never past the slice, though.
         status, _body = request(url, timeout=max(1.0, deadline - time.monotonic()), ca_path=p["ca_path"])
-        state, phase = unit_state(module, p["unit"]), fence_phase(p["fence_state"])
+        state, phase = unit_state(p["unit"]), fence_phase(p["fence_state"])
         verdict, why = ready_verdict(status, state, phase)
         if verdict != "wait" or time.monotonic() + p["poll"] > deadline:
             break

@@ -179,6 +179,15 @@ def test_one_node_group_has_no_fence_and_no_router_when_off():
                                    ("wait", "rank 0 /health_generate", ["n1"])]
 
 
+def test_status_reads_the_fence_state_file_rank0s_fence_writes():
+    from sglang_ops_cli import status
+    from ansible_collections.sglang_ops.cluster.plugins.module_utils import server
+    c = cluster_of(lab_inventory(fake=False))
+    written = server.fence_argv(c.plan, "lab_model", "n1")
+    assert status.node_args(c, "n1")["fence_state"] == written[written.index("--state") + 1]
+    assert status.node_args(c, "n2")["fence_state"] is None  # only rank 0's coordinator writes it
+
+
 @pytest.mark.parametrize("target,message", [
     ("n2", "n2 is rank 1 of lab_model: a rank restarted alone cannot rejoin its group"),
     ("nope", "unknown group 'nope'. Fix: use one of the inventory's model groups: lab_model"),
