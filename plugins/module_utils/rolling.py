@@ -60,19 +60,27 @@ def roll_plan(plan, changed_hosts, settings):
     start decisions: a group that does not start does not restart).
 
     Returns rolling (bool), reason (one line), groups (the groups rolled), batches (lists of
-    them, in inventory order), workers ({group: worker URL}) and reconcile (whether the running
-    router's list is made whole again: a roll that stopped midway left a group out).
+    them, in inventory order), workers ({group: worker URL} of the groups that start) and
+    reconcile (whether the running router's list is made whole again: a roll that stopped midway
+    left a group out).
     """
     starts = settings.get("starts") or {}
+
+    def starting(group):
+        return (starts.get(group) or {"start": True})["start"]
+
     restart = [g for g, spec in plan["groups"].items()
-               if (starts.get(g) or {"start": True})["start"] and any(changed_hosts.get(h) for h in spec["hosts"])]
+               if starting(g) and any(changed_hosts.get(h) for h in spec["hosts"])]
     router = plan.get("router")
     batch = _batch_size(settings.get("batch", 1))
     fronted = dict((router or {}).get("group_workers") or {})
     live_router = bool(router) and not router.get("pd") and bool(settings.get("router_active")) \
         and not settings.get("router_restarts") and not settings.get("check_mode")
-    out = {"rolling": False, "groups": [], "batches": [], "restart": restart, "workers": fronted,
-           "reconcile": live_router and bool(fronted)}
+    # A group that does not start (no GPU) never answers: its worker is neither rolled nor added
+    # to a router that runs anyway (its enabled unit starts at boot), or the add would wait in vain.
+    serving = {g: url for g, url in fronted.items() if starting(g)}
+    out = {"rolling": False, "groups": [], "batches": [], "restart": restart, "workers": serving,
+           "reconcile": live_router and bool(serving)}
 
     def together(reason):
         out["reason"] = reason

@@ -83,6 +83,19 @@ def test_reconcile_only_a_running_router_that_stays(settings, reconcile):
     assert rolling.roll_plan(plan, {}, settings)["reconcile"] is reconcile
 
 
+@pytest.mark.parametrize("starts, workers", [
+    ({}, ["a", "b", "c"]),
+    ({"b": {"start": False, "reason": "no GPU"}}, ["a", "c"]),
+    ({g: {"start": False, "reason": "no GPU"} for g in "abc"}, []),
+])
+def test_a_running_router_gets_only_the_workers_of_groups_that_start(starts, workers):
+    # A router up after a reboot on hosts whose groups do not start: nothing to add, nothing to await.
+    plan = plan_for(THREE)
+    out = rolling.roll_plan(plan, {}, dict(LIVE, starts=starts))
+    assert out["workers"] == {g: plan["router"]["group_workers"][g] for g in workers}
+    assert out["reconcile"] is bool(workers)
+
+
 @pytest.mark.parametrize("batch, message", [
     (0, "sglang_server_roll_batch: 0 is below 1"), ("two", "'two' is not a whole number"),
     (True, "True is not a whole number"), (-1, "-1 is below 1"),
