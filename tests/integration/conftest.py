@@ -36,6 +36,17 @@ class Run:
         self.rc, self.out, self.seconds = proc.returncode, proc.stdout, seconds
 
     @property
+    def changed_tasks(self):
+        """{host: [task names]} of the tasks that reported changed (for a failing assertion)."""
+        out, task = {}, None
+        for line in self.out.splitlines():
+            if line.startswith("TASK ["):
+                task = line[6:].split("] ", 1)[0]
+            elif line.startswith("changed: ["):
+                out.setdefault(line[10:].split("]", 1)[0], []).append(task)
+        return out
+
+    @property
     def recap(self):
         """{host: {ok, changed, unreachable, failed}} from the PLAY RECAP."""
         return {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:])))

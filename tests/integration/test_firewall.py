@@ -134,7 +134,11 @@ def test_nftables_and_firewalld_keep_the_table_and_a_failed_load_keeps_ray_down(
     # stopped Ray unit reads "failed": not running either way.)
     down = ("inactive", "failed")
     rules = DEFAULTS["cluster_config_dir"] + "/firewall.nft"
-    try:  # whatever fails, the firewall unit and Ray run again afterwards (the tests that follow need them)
+    # Every unit that requires the firewall and runs now (Ray, the fence, the node exporter) stops
+    # with it, and starts again only when asked: the tests that follow need them as they were.
+    running = [u for u in on_host(H2, "systemctl show -p RequiredBy --value %s" % firewall).split()
+               if on_host(H2, "systemctl is-active %s || true" % u).strip() == "active"]
+    try:  # whatever fails, the firewall unit and those units run again afterwards
         on_host(H2, "systemctl stop %s" % firewall)
         states = on_host(H2, "systemctl is-active %s %s || true" % (firewall, ray)).split()
         assert states[0] == "inactive" and states[1] in down, states
@@ -144,9 +148,10 @@ def test_nftables_and_firewalld_keep_the_table_and_a_failed_load_keeps_ray_down(
         assert on_host(H2, "systemctl is-active %s || true" % ray).strip() in down
         assert "table inet sglang_ops" not in on_host(H2, "nft list tables")
     finally:
-        on_host(H2, "[ ! -e %s.saved ] || mv -f %s.saved %s; systemctl reset-failed %s %s; systemctl start %s"
-                % (rules, rules, rules, firewall, ray, ray))
+        on_host(H2, "[ ! -e %s.saved ] || mv -f %s.saved %s; systemctl reset-failed %s %s; systemctl start %s %s"
+                % (rules, rules, rules, firewall, ray, ray, " ".join(running)))
     assert on_host(H2, "systemctl is-active %s %s" % (firewall, ray)).split() == ["active", "active"]
+    assert on_host(H2, "systemctl is-active %s || true" % " ".join(running)).split() == ["active"] * len(running), running
     # The tests that follow probe Ray's ports on this worker: wait until it serves them again
     # (`systemctl start` returns before the raylet listens; under load that takes a while).
     deadline = time.monotonic() + 120

@@ -7,6 +7,7 @@ import time
 import yaml
 
 from conftest import FENCE, H1, H2, INVENTORY, ROOT, fence_log, on_host, playbook, wait_for
+from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import DEFAULTS, LEGACY_ENV_SUFFIX, ROUTER_UNIT
 
 UNIT = "sglang-server-lab_model"
 PINS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/versions.yml").read_text())["sglang_versions"]
@@ -124,8 +125,12 @@ def test_two_groups_then_a_tp_change_touches_only_its_group(deployed, tmp_path):
         assert on_host(H2, "stat -c %Y /etc/systemd/system/sglang-server-rep_b.service") == b_before
         assert run.recap[H2]["changed"] == 0 and run.recap[H1]["changed"] > 0
     finally:
+        # The files earlier versions kept the API key in, on the router's host: the run removes them.
+        legacy = " ".join("%s/%s%s" % (DEFAULTS["cluster_config_dir"], unit, LEGACY_ENV_SUFFIX) for unit in (UNIT, ROUTER_UNIT))
+        on_host(H1, "for f in %s; do (umask 077; echo SGLANG_API_KEY=old > $f); done" % legacy)
         back = playbook("playbooks/server.yml", INVENTORY)
     assert back.rc == 0
+    assert on_host(H1, "ls %s 2>/dev/null || true" % legacy).strip() == ""
     assert playbook("playbooks/deploy.yml", INVENTORY).recap[H1]["changed"] == 0
     for host in (H1, H2):
         assert "sglang-server-rep" not in on_host(host, "ls /etc/systemd/system")
