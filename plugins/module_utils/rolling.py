@@ -92,8 +92,9 @@ def roll_plan(plan, changed_hosts, settings):
         return together("no router: the groups that changed restart together")
     if router.get("pd"):
         return together("a prefill/decode router: its groups restart together (rolling covers regular workers)")
-    if len(fronted) < 2:
-        return together("the router fronts one group: it restarts as before")
+    # Only groups that start serve: a roll needs one of them to keep serving while another is out.
+    if len(serving) < 2:
+        return together("the router fronts fewer than two groups that start: they restart as before")
     if not settings.get("rolling", True):
         return together("sglang_server_rolling is false: the groups that changed restart together")
     if settings.get("check_mode"):
@@ -104,12 +105,12 @@ def roll_plan(plan, changed_hosts, settings):
         return together("the router restarts in this run (its unit or secrets changed): the groups restart together")
     groups = [g for g in restart if g in fronted]
     # Never the whole fleet at once: at least one group keeps serving while a batch is out.
-    size = min(batch, len(fronted) - 1)
+    size = min(batch, len(serving) - 1)
     out.update(rolling=bool(groups), groups=groups,
                batches=[groups[i:i + size] for i in range(0, len(groups), size)])
     note = "" if size == batch else " (sglang_server_roll_batch %d capped at %d: one group keeps serving)" % (batch, size)
     out["reason"] = "rolling %d of %d groups behind the router, %d at a time%s: %s" % (
-        len(groups), len(fronted), size, note, " then ".join(", ".join(b) for b in out["batches"]))
+        len(groups), len(serving), size, note, " then ".join(", ".join(b) for b in out["batches"]))
     return out
 
 

@@ -45,6 +45,12 @@ THREE = {"a": 2, "b": 1, "c": 1}
     ("the router restarts too", THREE, ["gpu0"], dict(LIVE, router_restarts=True), False, [], "the router restarts"),
     ("a group that does not start does not roll", THREE, ["gpu0", "gpu2"],
      dict(LIVE, starts={"a": {"start": False, "reason": "no GPU"}, "b": {"start": True}}), True, [["b"]], ""),
+    # Counted by the groups that start: with "a" down, "b" out would leave only "c" serving.
+    ("batch capped by the groups that start", THREE, ["gpu2", "gpu3"],
+     dict(LIVE, batch=2, starts={"a": {"start": False, "reason": "no GPU"}}), True, [["b"], ["c"]],
+     "rolling 2 of 2 groups behind the router, 1 at a time (sglang_server_roll_batch 2 capped at 1"),
+    ("one group that starts behind the router restarts as before", {"a": 1, "b": 1}, ["gpu1"],
+     dict(LIVE, starts={"a": {"start": False, "reason": "no GPU"}}), False, [], "fewer than two groups that start"),
 ])
 def test_roll_plan(name, groups, changed, settings, rolls, batches, reason):
     plan = plan_for(groups)
@@ -62,7 +68,7 @@ def test_roll_plan_without_router_or_with_one_group():
     assert "no router" in out["reason"]
     plan = plan_for({"a": 2})
     out = rolling.roll_plan(plan, {"gpu0": True}, LIVE)
-    assert not out["rolling"] and "fronts one group" in out["reason"]
+    assert not out["rolling"] and "fewer than two groups that start" in out["reason"]
     # One group: the running router's list is still made whole (a removed worker comes back).
     assert out["reconcile"] is True
 
