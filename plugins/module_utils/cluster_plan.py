@@ -724,7 +724,6 @@ def layout(settings, groups):
         "nft_table": NFT_TABLE,
         # Credential ids of the server and router units and their 0600 root files.
         "credentials": {cid: config + "/" + name for cid, name in CREDENTIALS.items()},
-        "legacy_env_suffix": LEGACY_ENV_SUFFIX,
     }
 
 

@@ -78,6 +78,7 @@ def node_spec(plan, host, settings=None):
         "unit": server.unit_name(plan, group_name),
         "fence_unit": server.fence_unit_name(plan, group_name),
         "fence_state": server.fence_state_file(plan, group_name),
+        "legacy_env_files": server.legacy_env_files(plan, group_name),
     }
     if "server" in settings:
         spec["server"] = server.group_units(plan, group_name, settings["server"]).get(host)

@@ -14,6 +14,7 @@ from ansible_collections.sglang_ops.cluster.plugins.module_utils import rdma
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.metrics import FENCE_METRICS_FILE
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.cluster_plan import (
     BACKENDS,
+    LEGACY_ENV_SUFFIX,
     format_hostport,
 )
 
@@ -38,6 +39,14 @@ def unit_name(plan, group):
 
 def fence_unit_name(plan, group):
     return plan["layout"]["units"]["fences"][group]
+
+
+def legacy_env_files(plan, group):
+    """The EnvironmentFiles earlier versions kept the API key in, one per unit (group's server,
+    router): removed on upgrade, wherever the node runs."""
+    layout = plan["layout"]
+    return ["%s/%s%s" % (layout["config_dir"], unit, LEGACY_ENV_SUFFIX)
+            for unit in (unit_name(plan, group), layout["units"]["router"])]
 
 
 def venv_python(venv_dir):

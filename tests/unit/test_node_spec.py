@@ -42,6 +42,21 @@ def test_layout_follows_the_inventory():
     assert lay["ansible_tmp_dirs"] == ["/data/sg/.ansible", "/data/sg/.ansible/tmp"]
 
 
+@pytest.mark.parametrize("extra, host, files", [
+    ({}, "n1", ["/etc/sglang/sglang-server-llama.env", "/etc/sglang/sglang-router.env"]),
+    ({"cluster_config_dir": "/etc/sg"}, "n0", ["/etc/sg/sglang-server-llama.env", "/etc/sg/sglang-router.env"]),
+])
+def test_legacy_env_files_follow_the_layout(extra, host, files):
+    # The per-unit EnvironmentFiles that held the API key before credentials: removed on upgrade.
+    assert node_spec(plan_of(**extra), host)["legacy_env_files"] == files
+
+
+def test_legacy_env_files_name_each_nodes_group():
+    plan = plan_of({"a": 1, "b": 1})
+    assert [node_spec(plan, h)["legacy_env_files"][0] for h in ("n0", "n1")] == [
+        "/etc/sglang/sglang-server-a.env", "/etc/sglang/sglang-server-b.env"]
+
+
 @pytest.mark.parametrize("key, value", [
     ("sglang_data_dir", "var/lib/sglang"),          # relative
     ("sglang_data_dir", "/var/lib/../sglang"),      # not normalized
