@@ -22,6 +22,36 @@ READ_VERSIONS = (
     " for d in m.distributions() if d.metadata['Name']}))"
 )
 
+# Run with a venv's python, argv: jobs, then the normalized names of the distributions pip just
+# installed. pip compiles their .py files one by one (about 40 s of the lock's install on one
+# core); this compiles the same files, every CPU of the node at once. A file no Python of this
+# version can compile (torch ships Python 3.12 syntax in its tests) fails here as it failed
+# silently in pip: counted, not fatal. Prints {"files": N, "failed": N}.
+COMPILE_INSTALLED = (
+    "import compileall, concurrent.futures as cf, functools, importlib.metadata as m, json, re, sys\n"
+    "jobs, names = int(sys.argv[1]), set(sys.argv[2:])\n"
+    "files = [str(d.locate_file(f)) for d in m.distributions() if d.metadata['Name']\n"
+    "         and re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() in names\n"
+    "         for f in (d.files or []) if f.suffix == '.py']\n"
+    "with cf.ProcessPoolExecutor(jobs) as ex:\n"
+    "    ok = list(ex.map(functools.partial(compileall.compile_file, quiet=2), files, chunksize=64))\n"
+    "print(json.dumps({'files': len(files), 'failed': sum(1 for r in ok if not r)}))\n"
+)
+
+
+def compile_jobs(cpus):
+    """Workers compiling the installed files: 0 leaves it to pip (one core), else the node's CPUs
+    (at most 32). Measured on the lab's 2-core host alone: the lock's install 81 s with pip's
+    compile, 73 s compiled by 2 workers."""
+    if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 2:
+        return 0
+    return min(cpus, 32)
+
+
+def installed_changed(before, after):
+    """Normalized names of the distributions that are new or of another version after pip ran."""
+    return sorted(name for name, version in after.items() if before.get(name) != version)
+
 
 HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}\Z")
 

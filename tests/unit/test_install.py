@@ -1,9 +1,17 @@
 """Install decisions: pip sources and which pins need work."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from ansible_collections.sglang_ops.cluster.plugins.module_utils.install import (
+    COMPILE_INSTALLED,
+    compile_jobs,
     install_requirements,
+    installed_changed,
     normalize_name,
     parse_pin,
     pinned_requirements,
@@ -123,3 +131,54 @@ def test_install_requirements_takes_the_whole_lock():
 def test_install_requirements_refused(packages, versions, lock, message):
     with pytest.raises(ValueError, match=message):
         install_requirements(packages, versions, lock)
+
+
+@pytest.mark.parametrize("cpus, jobs", [
+    (1, 0), (0, 0), (None, 0), (True, 0), (2, 2), (16, 16), (32, 32), (128, 32),
+])
+def test_compile_jobs(cpus, jobs):
+    # One CPU: pip compiles as it always did; more: one worker each, capped.
+    assert compile_jobs(cpus) == jobs
+
+
+@pytest.mark.parametrize("before, after, names", [
+    ({}, {"ray": "2.60.0", "torch": "2.13.0"}, ["ray", "torch"]),
+    ({"ray": "2.59.0", "torch": "2.13.0"}, {"ray": "2.60.0", "torch": "2.13.0"}, ["ray"]),
+    # pip completing loose pins installs distributions nobody pinned: compiled too.
+    ({"ray": "2.60.0"}, {"ray": "2.60.0", "msgpack": "1.1.0"}, ["msgpack"]),
+    ({"ray": "2.60.0"}, {"ray": "2.60.0"}, []),
+])
+def test_installed_changed(before, after, names):
+    assert installed_changed(before, after) == names
+
+
+def fake_distribution(root, name, files):
+    """A distribution as pip leaves it: its files, and a dist-info naming them in RECORD."""
+    info = root / ("%s-1.0.dist-info" % name.replace("-", "_"))
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name)
+    record = []
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        record.append("%s,," % rel)
+    (info / "RECORD").write_text("\n".join(record + ["%s/RECORD,," % info.name]) + "\n")
+
+
+def test_compile_installed_compiles_only_the_named_distributions(tmp_path):
+    fake_distribution(tmp_path, "Good-Pkg", {"good_pkg/__init__.py": "X = 1\n", "good_pkg/sub/m.py": "def f():\n    return 2\n",
+                                             "good_pkg/data.txt": "not python"})
+    # As torch ships: a file only a newer Python parses.
+    fake_distribution(tmp_path, "bad", {"bad/__init__.py": "", "bad/newer.py": "def f[T(x):\n    pass\n"})
+    fake_distribution(tmp_path, "other", {"other/__init__.py": "Y = 2\n"})
+    out = subprocess.run([sys.executable, "-c", COMPILE_INSTALLED, "2", "good-pkg", "bad"], check=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert json.loads(out.stdout) == {"files": 4, "failed": 1}
+    assert out.stderr == ""
+    tag = sys.implementation.cache_tag
+    for rel in ("good_pkg/__pycache__/__init__.%s.pyc" % tag, "good_pkg/sub/__pycache__/m.%s.pyc" % tag,
+                "bad/__pycache__/__init__.%s.pyc" % tag):
+        assert (tmp_path / rel).is_file(), rel
+    assert not (tmp_path / ("bad/__pycache__/newer.%s.pyc" % tag)).exists()
+    assert not (tmp_path / "other/__pycache__").exists()  # not installed in this run
