@@ -103,7 +103,7 @@ def roll_plan(plan, changed_hosts, settings):
         return together("the router is not running yet: the groups start together, then the router")
     if settings.get("router_restarts"):
         return together("the router restarts in this run (its unit or secrets changed): the groups restart together")
-    groups = [g for g in restart if g in fronted]
+    groups = [g for g in restart if g in serving]
     # Never the whole fleet at once: at least one group keeps serving while a batch is out.
     size = min(batch, len(serving) - 1)
     out.update(rolling=bool(groups), groups=groups,
